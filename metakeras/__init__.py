@@ -1,0 +1,13 @@
+"""metakeras: meta-learning with the Keras 3 API on the PyTorch backend."""
+
+from metakeras._backend import ensure_torch_backend
+
+ensure_torch_backend()
+
+from metakeras import evaluation, tasks  # noqa: E402
+from metakeras.inner import InnerLoop  # noqa: E402
+from metakeras.models import MAML, MetaModel  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["MAML", "InnerLoop", "MetaModel", "evaluation", "tasks", "__version__"]

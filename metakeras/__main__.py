@@ -1,0 +1,5 @@
+import sys
+
+from metakeras.cli import main
+
+sys.exit(main())

@@ -1,0 +1,44 @@
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import metakeras  # noqa: E402, F401
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()
+
+
+def mlp(hidden=16, outputs=1, inputs=1, activation="tanh", name=None):
+    return keras.Sequential(
+        [
+            keras.Input((inputs,)),
+            keras.layers.Dense(hidden, activation=activation),
+            keras.layers.Dense(outputs),
+        ],
+        name=name,
+    )
+
+
+def classification_episodes(tasks=4, ways=3, shots=2, queries=3, features=4, seed=0):
+    """Separable synthetic classification episodes in the episode contract."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(tasks, ways, features)) * 3
+
+    def draw(n):
+        y = np.tile(np.arange(ways), (tasks, n))
+        x = centers[np.arange(tasks)[:, None], y] + rng.normal(
+            size=(tasks, ways * n, features)
+        )
+        return x.astype("float32"), y.astype("int64")
+
+    sx, sy = draw(shots)
+    qx, qy = draw(queries)
+    return {"support_x": sx, "support_y": sy, "query_x": qx, "query_y": qy}
