@@ -76,6 +76,8 @@ def run_demo(
         (written files) and `seconds` (wall time).
     """
     start = time.perf_counter()
+    if write_files:
+        os.makedirs(output_dir, exist_ok=True)  # fail before training, not after
     keras.utils.set_random_seed(seed)
     train_tasks = SinusoidTasks(
         shots=train_shots,
