@@ -4,10 +4,24 @@ from metakeras._backend import ensure_torch_backend
 
 ensure_torch_backend()
 
-from metakeras import evaluation, tasks  # noqa: E402
+from metakeras import datasets, evaluation, initializers, models, tasks  # noqa: E402
 from metakeras.inner import InnerLoop  # noqa: E402
-from metakeras.models import MAML, MetaModel  # noqa: E402
+from metakeras.models import ANIL, MAML, MetaModel, MetaSGD, ProtoNet, Reptile  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["MAML", "InnerLoop", "MetaModel", "evaluation", "tasks", "__version__"]
+__all__ = [
+    "ANIL",
+    "MAML",
+    "InnerLoop",
+    "MetaModel",
+    "MetaSGD",
+    "ProtoNet",
+    "Reptile",
+    "initializers",
+    "models",
+    "datasets",
+    "evaluation",
+    "tasks",
+    "__version__",
+]

@@ -14,8 +14,11 @@ class InnerLoop:
     outer update differentiates through it). Training, `adapt` and evaluation
     all run the same `InnerLoop`, so they cannot disagree.
 
-    Each step is full-batch gradient descent on the support loss:
-    `w <- w - learning_rate * grad(support_loss)(w)`.
+    Each step is `w <- w - lr * grad(support_loss)(w)`, on the whole support
+    set (full-batch gradient descent, `batch_size=None`) or on the next
+    mini-batch of a permutation of it (mini-batch SGD). Weights can be frozen
+    (ANIL adapts only the head) and learning rates can be tensors with one
+    rate per weight element (Meta-SGD learns them).
 
     Args:
         steps: number of gradient steps. `0` means no adaptation.
@@ -24,15 +27,27 @@ class InnerLoop:
         first_order: if `True`, the outer gradient treats the inner gradients
             as constants (first-order MAML): cheaper, and no second
             derivatives. Defaults to `False` (full second-order MAML).
+        batch_size: support examples per step; `None` uses the whole support
+            set every step. Defaults to `None`.
+        shuffle: with `batch_size`, draw the mini-batches from a fresh random
+            permutation of the support set (cycling through it); otherwise
+            take them in order. Defaults to `True`.
 
     Example:
 
-    >>> inner = InnerLoop(steps=5, learning_rate=0.01)
+    >>> inner = InnerLoop(steps=5, learning_rate=0.01, batch_size=10)
     >>> inner.get_config()["steps"]
     5
     """
 
-    def __init__(self, steps=1, learning_rate=0.01, first_order=False):
+    def __init__(
+        self,
+        steps=1,
+        learning_rate=0.01,
+        first_order=False,
+        batch_size=None,
+        shuffle=True,
+    ):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(
                 f"`steps` must be a non-negative integer. Received: steps={steps!r}"
@@ -53,37 +68,118 @@ class InnerLoop:
             raise ValueError(
                 f"`first_order` must be True or False. Received: {first_order!r}"
             )
+        if batch_size is not None and (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, int)
+            or batch_size < 1
+        ):
+            raise ValueError(
+                "`batch_size` must be None (full batch) or a positive integer. "
+                f"Received: batch_size={batch_size!r}"
+            )
+        if not isinstance(shuffle, bool):
+            raise ValueError(f"`shuffle` must be True or False. Received: {shuffle!r}")
         self.steps = steps
         self.learning_rate = float(learning_rate)
         self.first_order = first_order
+        self.batch_size = batch_size
+        self.shuffle = shuffle
 
-    def run(self, loss_fn, weights, steps=None):
+    def run(
+        self,
+        loss_fn,
+        weights,
+        steps=None,
+        batches=None,
+        adapt_mask=None,
+        learning_rates=None,
+    ):
         """Adapts `weights` by gradient descent on `loss_fn`.
 
         Args:
-            loss_fn: a function `loss_fn(weights) -> scalar tensor`, the
-                support loss of one task. It must be pure (no side effects),
-                so it can run under `torch.func` transforms.
+            loss_fn: a function `loss_fn(weights, index)` returning the
+                support loss of one task as a scalar tensor, on all support
+                examples when `index` is `None`, else on the examples at the
+                positions in the 1-D tensor `index`. It must be pure (no side
+                effects), so it can run under `torch.func` transforms.
             weights: list of tensors, the starting (meta-learned) weights.
             steps: overrides `self.steps` for this call. Defaults to `None`.
+            batches: the mini-batch index of each step, from `batches()`;
+                `None` uses the whole support set. Defaults to `None`.
+            adapt_mask: list of booleans, one per weight; weights marked
+                `False` keep their starting value. Defaults to `None` (all
+                weights adapt).
+            learning_rates: list of tensors, one per weight, broadcastable to
+                it, used instead of `learning_rate` (Meta-SGD). Defaults to
+                `None`.
 
         Returns:
             The list of adapted weights. When differentiating through the
             result, second-order terms are included unless `first_order`.
         """
         steps = self.steps if steps is None else steps
+        if adapt_mask is None:
+            adapt_mask = [True] * len(weights)
+        adapted = [i for i, flag in enumerate(adapt_mask) if flag]
+        if learning_rates is None:
+            learning_rates = [self.learning_rate] * len(weights)
         fast = list(weights)
-        for _ in range(steps):
-            at = [w.detach() for w in fast] if self.first_order else fast
-            grads = torch.func.grad(loss_fn)(at)
-            fast = [w - self.learning_rate * g for w, g in zip(fast, grads)]
+        for step in range(steps):
+            index = None if batches is None else batches[step]
+
+            def adapted_loss(subset, fast=fast, index=index):
+                full = list(fast)
+                for i, w in zip(adapted, subset):
+                    full[i] = w
+                return loss_fn(full, index)
+
+            at = [fast[i] for i in adapted]
+            if self.first_order:
+                at = [w.detach() for w in at]
+            grads = torch.func.grad(adapted_loss)(at)
+            fast = list(fast)
+            for i, g in zip(adapted, grads):
+                fast[i] = fast[i] - learning_rates[i] * g
         return fast
+
+    def batches(self, num_examples, steps=None):
+        """Support indices of each step's mini-batch, or `None` for full batch.
+
+        Each mini-batch lies within one pass over the support set; a new pass
+        starts (with a new permutation when `shuffle`) when the current one
+        has no full batch left. With `batch_size >= num_examples` every step
+        sees the whole support set.
+
+        Args:
+            num_examples: number of support examples.
+            steps: number of steps. Defaults to `None` (`self.steps`).
+
+        Returns:
+            A list of `steps` 1-D int64 tensors, or `None` without
+            `batch_size`.
+        """
+        steps = self.steps if steps is None else steps
+        if self.batch_size is None or steps == 0:
+            return None
+        size = min(self.batch_size, num_examples)
+        per_pass = num_examples // size
+        passes = -(-steps // per_pass)
+        if self.shuffle:
+            orders = [torch.randperm(num_examples) for _ in range(passes)]
+        else:
+            orders = [torch.arange(num_examples)] * passes
+        return [
+            orders[s // per_pass][(s % per_pass) * size : (s % per_pass + 1) * size]
+            for s in range(steps)
+        ]
 
     def get_config(self):
         return {
             "steps": self.steps,
             "learning_rate": self.learning_rate,
             "first_order": self.first_order,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
         }
 
     @classmethod

@@ -15,26 +15,41 @@ class MAML(MetaModel):
     MAML learns an initialisation of the learner's weights from which a few
     gradient steps on a new task's support set give a good model for that
     task. Each training step adapts the weights to every task of the
-    meta-batch with the inner loop (`InnerLoop`), scores the adapted weights
-    on the task's query set, and updates the initialisation with the compiled
-    optimizer using the gradient of the mean query loss *through* the inner
-    loop (second order), or treating the inner gradients as constants
-    (`first_order=True`).
+    meta-batch with the inner loop (`model.inner`, an `InnerLoop`), scores
+    the adapted weights on the task's query set, and updates the
+    initialisation with the compiled optimizer using the gradient of the mean
+    query loss *through* the inner loop (second order), or treating the inner
+    gradients as constants (`first_order=True`, "FOMAML").
+
+    The same `InnerLoop` runs in training, `adapt`, `evaluate` and
+    `adapt_and_predict`, so they cannot disagree. Its options: steps,
+    learning rate, first order, full-batch gradient descent
+    (`inner_batch_size=None`) or mini-batch SGD over the support set, and
+    which layers adapt (`adapt_layers`; ANIL adapts only the head).
 
     BatchNormalization and Dropout: inner-loop steps run the learner in
     training mode, so BatchNormalization normalises with the statistics of
-    the task's support set and Dropout is active. During meta-training the
-    query forward pass also uses the query set's batch statistics (the
-    transductive setting of the MAML paper), and the moving statistics are
-    updated with their mean over the tasks of the meta-batch. At evaluation
-    (`evaluate`, `adapt_and_predict`, and the model returned by `adapt`)
-    queries are predicted in inference mode: moving statistics, no Dropout.
+    the task's support set (per task, also under `vectorize_tasks`) and
+    Dropout is active. During meta-training the query pass also uses the
+    query set's batch statistics (the transductive setting of the MAML
+    paper) and the moving statistics are updated with their mean over the
+    tasks of the meta-batch. At evaluation (`evaluate`, `adapt_and_predict`
+    and the model returned by `adapt`) queries are predicted in inference
+    mode (moving statistics, no Dropout) unless `transductive_eval=True`,
+    which keeps batch statistics of the query set there too, as the MAML
+    reference code does.
 
     Args:
         learner: the `keras.Model` whose initialisation is meta-learned.
         inner_steps: inner gradient steps per task. Defaults to `1`.
         inner_learning_rate: step size of the inner loop. Defaults to `0.01`.
         first_order: use first-order MAML. Defaults to `False`.
+        inner_batch_size: support examples per inner step; `None` for full
+            batch. Defaults to `None`.
+        adapt_layers: names of the learner's layers whose weights adapt in
+            the inner loop; `None` adapts all. Defaults to `None`.
+        transductive_eval: predict queries with batch statistics at
+            evaluation. Defaults to `False`.
         vectorize_tasks: batch the tasks of a meta-batch with
             `torch.func.vmap`. Defaults to `False`.
         **kwargs: passed to `keras.Model`.
@@ -63,6 +78,9 @@ class MAML(MetaModel):
         inner_steps=1,
         inner_learning_rate=0.01,
         first_order=False,
+        inner_batch_size=None,
+        adapt_layers=None,
+        transductive_eval=False,
         vectorize_tasks=False,
         **kwargs,
     ):
@@ -71,7 +89,26 @@ class MAML(MetaModel):
             steps=inner_steps,
             learning_rate=inner_learning_rate,
             first_order=first_order,
+            batch_size=inner_batch_size,
         )
+        if adapt_layers is not None:
+            if isinstance(adapt_layers, str) or not all(
+                isinstance(name, str) for name in adapt_layers
+            ):
+                raise ValueError(
+                    "`adapt_layers` must be None or a list of layer names. "
+                    f"Received: {adapt_layers!r}"
+                )
+            adapt_layers = list(adapt_layers)
+            if not adapt_layers:
+                raise ValueError("`adapt_layers` must name at least one layer.")
+        if not isinstance(transductive_eval, bool):
+            raise ValueError(
+                f"`transductive_eval` must be True or False. Received: {transductive_eval!r}"
+            )
+        self.adapt_layers = adapt_layers
+        self.transductive_eval = transductive_eval
+        self._mask = None
 
     @property
     def inner_steps(self):
@@ -85,13 +122,61 @@ class MAML(MetaModel):
     def first_order(self):
         return self.inner.first_order
 
-    def _task_forward(
-        self, weights, state, support_x, support_y, query_x, training, steps
-    ):
-        fast = self.inner.run(
-            self._support_loss(state, support_x, support_y), weights, steps
+    # ------------------------------------------------------------ inner loop
+
+    def _inner_learning_rates(self):
+        """Per-weight inner learning rates, or None for the scalar rate."""
+        return None
+
+    def _adapt_mask(self):
+        """Which of the learner's trainable weights adapt (ANIL: the head)."""
+        if self.adapt_layers is None:
+            return None
+        if self._mask is None:
+            names = [layer.name for layer in self.learner.layers]
+            unknown = [n for n in self.adapt_layers if n not in names]
+            if unknown:
+                raise ValueError(
+                    f"`adapt_layers` names unknown layer(s) {unknown}; the "
+                    f"learner's layers are {names}."
+                )
+            chosen = {
+                id(v)
+                for name in self.adapt_layers
+                for v in self.learner.get_layer(name).trainable_variables
+            }
+            mask = [id(v) in chosen for v in self.learner.trainable_variables]
+            if not any(mask):
+                raise ValueError(
+                    f"`adapt_layers`={self.adapt_layers} holds no trainable weights."
+                )
+            self._mask = mask
+        return self._mask
+
+    def _adapt_weights(self, weights, state, support_x, support_y, context):
+        return self.inner.run(
+            self._support_loss(state, support_x, support_y),
+            weights,
+            steps=context["steps"],
+            batches=context["batches"],
+            adapt_mask=self._adapt_mask(),
+            learning_rates=self._inner_learning_rates(),
         )
-        return self._forward(fast, state, query_x, training=training)
+
+    def _episode_context(self, support_x, support_y, steps):
+        return {
+            "steps": steps,
+            "batches": self.inner.batches(support_x.shape[1], steps),
+        }
+
+    def _task_forward(
+        self, weights, state, support_x, support_y, query_x, training, context
+    ):
+        fast = self._adapt_weights(weights, state, support_x, support_y, context)
+        query_training = training or self.transductive_eval
+        return self._forward(fast, state, query_x, training=query_training)
+
+    # ------------------------------------------------------------ adaptation
 
     def adapt(self, support_x, support_y, steps=None):
         """Fine-tunes a copy of the learner on one task's support set.
@@ -122,10 +207,21 @@ class MAML(MetaModel):
             )
         weights = [v.value.detach() for v in self.learner.trainable_variables]
         state = [v.value.detach() for v in self.learner.non_trainable_variables]
-        loss = self._support_loss(state, support_x, support_y)
+        context = self._episode_context(support_x[None], support_y[None], steps)
         with torch.no_grad():
-            fast = self.inner.run(loss, weights, steps)
+            fast = self._adapt_weights(weights, state, support_x, support_y, context)
+        fast = [w.detach() for w in fast]
         return learner_with_weights(self.learner, fast, state, support_x)
+
+    def adapt_and_predict(
+        self, support_x, support_y, query_x, steps=None, batch_size=32
+    ):
+        _check_steps(steps)
+        return super().adapt_and_predict(
+            support_x, support_y, query_x, steps=steps, batch_size=batch_size
+        )
+
+    adapt_and_predict.__doc__ = MetaModel.adapt_and_predict.__doc__
 
     def get_config(self):
         config = super().get_config()
@@ -133,6 +229,9 @@ class MAML(MetaModel):
             inner_steps=self.inner.steps,
             inner_learning_rate=self.inner.learning_rate,
             first_order=self.inner.first_order,
+            inner_batch_size=self.inner.batch_size,
+            adapt_layers=self.adapt_layers,
+            transductive_eval=self.transductive_eval,
         )
         return config
 

@@ -205,12 +205,21 @@ class MetaModel(keras.Model):
     # ------------------------------------------------------- per-task logic
 
     def _task_forward(
-        self, weights, state, support_x, support_y, query_x, training, steps
+        self, weights, state, support_x, support_y, query_x, training, context
     ):
         """Adapts to one task and predicts its query set.
 
         Must be a pure function of its arguments (it may run under
         `torch.func.vmap`).
+
+        Args:
+            weights: the learner's trainable values (meta-learned weights).
+            state: the learner's non-trainable values.
+            support_x: one task's support inputs (no task axis).
+            support_y: its support targets.
+            query_x: its query inputs.
+            training: whether the query pass runs in training mode.
+            context: the dict `_episode_context` made for this meta-batch.
 
         Returns:
             `(query_predictions, new_state)` where `new_state` is the list of
@@ -220,17 +229,37 @@ class MetaModel(keras.Model):
             f"{type(self).__name__} must implement `_task_forward`."
         )
 
+    def _episode_context(self, support_x, support_y, steps):
+        """Values shared by all tasks of a meta-batch, computed outside vmap.
+
+        Returns:
+            A dict handed to every `_task_forward` call; by default
+            `{"steps": steps}`.
+        """
+        return {"steps": steps}
+
     def _forward(self, weights, state, x, training):
         """The learner's forward pass with the given weights and state."""
         kwargs = {"training": training} if self._learner_takes_training else {}
         return self.learner.stateless_call(weights, state, x, **kwargs)
 
     def _support_loss(self, state, x, y):
-        """Returns `loss(weights)` on a support set, pure in `weights`."""
+        """Returns `loss(weights, index=None)` on a support set, pure in `weights`.
 
-        def loss(weights):
-            predictions, _ = self._forward(weights, state, x, training=True)
-            return self._task_loss(y, predictions)
+        With `index` (a 1-D tensor of positions) the loss is taken on those
+        support examples only (a mini-batch).
+        """
+
+        def loss(weights, index=None):
+            if index is not None:
+                x_, y_ = (
+                    torch.index_select(x, 0, index),
+                    torch.index_select(y, 0, index),
+                )
+            else:
+                x_, y_ = x, y
+            predictions, _ = self._forward(weights, state, x_, training=True)
+            return self._task_loss(y_, predictions)
 
         return loss
 
@@ -242,24 +271,12 @@ class MetaModel(keras.Model):
             )
         weights = [v.value for v in self.learner.trainable_variables]
         state = [v.value for v in self.learner.non_trainable_variables]
+        context = self._episode_context(support_x, support_y, steps)
 
         def task(sx, sy, qx):
-            return self._task_forward(weights, state, sx, sy, qx, training, steps)
+            return self._task_forward(weights, state, sx, sy, qx, training, context)
 
-        if self.vectorize_tasks:
-            predictions, new_state = torch.func.vmap(task, randomness="different")(
-                support_x, support_y, query_x
-            )
-        else:
-            results = [
-                task(support_x[t], support_y[t], query_x[t])
-                for t in range(support_x.shape[0])
-            ]
-            predictions = torch.stack([r[0] for r in results])
-            new_state = [
-                torch.stack(values) for values in zip(*[r[1] for r in results])
-            ]
-        return predictions, [_reduce_over_tasks(value) for value in new_state]
+        return _map_tasks(task, (support_x, support_y, query_x), self.vectorize_tasks)
 
     # --------------------------------------------------------- input checks
 
@@ -379,6 +396,24 @@ def _to_tensor(value, name):
     if tensor.is_floating_point() and tensor.dtype != torch.float32:
         tensor = tensor.to(torch.float32)
     return tensor
+
+
+def _map_tasks(task, tensors, vectorize):
+    """Runs `task` on every task of a meta-batch and stacks the results.
+
+    Returns:
+        `(outputs, state)`: the first output of `task` stacked over tasks,
+        and each state value combined over tasks by `_reduce_over_tasks`.
+    """
+    if vectorize:
+        outputs, state = torch.func.vmap(task, randomness="different")(*tensors)
+    else:
+        results = [task(*(t[i] for t in tensors)) for i in range(tensors[0].shape[0])]
+        outputs = keras.tree.map_structure(
+            lambda *xs: torch.stack(xs), *[r[0] for r in results]
+        )
+        state = [torch.stack(values) for values in zip(*[r[1] for r in results])]
+    return outputs, [_reduce_over_tasks(value) for value in state]
 
 
 def _accepts_training(model):

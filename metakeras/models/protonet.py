@@ -1,0 +1,250 @@
+"""Prototypical Networks (Snell et al., 2017)."""
+
+import keras
+import numpy as np
+import torch
+
+from metakeras.models._cloning import learner_with_weights
+from metakeras.models.meta_model import MetaModel
+
+DISTANCES = ("euclidean", "cosine")
+
+
+def prototype_logits(embeddings, prototypes, distance="euclidean", scale=1.0):
+    """Class scores of embeddings against class prototypes.
+
+    Args:
+        embeddings: `(n, d)` tensor.
+        prototypes: `(ways, d)` tensor.
+        distance: `"euclidean"` (negative squared distance, as in the paper)
+            or `"cosine"` (cosine similarity). Defaults to `"euclidean"`.
+        scale: multiplier of the scores (a temperature). Defaults to `1.0`.
+
+    Returns:
+        `(n, ways)` logits.
+    """
+    if distance == "euclidean":
+        diff = embeddings[:, None, :] - prototypes[None, :, :]
+        return -scale * (diff**2).sum(-1)
+    e = embeddings / (embeddings.norm(dim=-1, keepdim=True) + 1e-8)
+    p = prototypes / (prototypes.norm(dim=-1, keepdim=True) + 1e-8)
+    return scale * e @ p.T
+
+
+@keras.saving.register_keras_serializable(package="metakeras")
+class ProtoNet(MetaModel):
+    """Prototypical Networks: classify by distance to class-mean embeddings.
+
+    The learner is an embedding network. For each task, the prototype of a
+    class is the mean embedding of its support examples, and a query is
+    scored by the (negative squared Euclidean, or cosine) distance of its
+    embedding to each prototype. Meta-training minimises the compiled loss on
+    those scores, so compile with
+    `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`. There is
+    no inner gradient loop: adaptation is computing prototypes, so it is fast
+    and exact.
+
+    Support labels of a meta-batch must be `0..N-1` with every class present
+    in every task (the episode contract). BatchNormalization: support and
+    query are embedded in training mode (batch statistics) during
+    meta-training and in inference mode (moving statistics) at evaluation
+    and in the model returned by `adapt`.
+
+    Args:
+        learner: a `keras.Model` mapping inputs to embeddings `(batch, d)`,
+            e.g. `metakeras.models.conv4()` without a head.
+        distance: `"euclidean"` or `"cosine"`. Defaults to `"euclidean"`.
+        scale: multiplier of the scores; `None` means `1.0` for Euclidean
+            and `10.0` for cosine (cosine similarities lie in [-1, 1] and
+            need a temperature). Defaults to `None`.
+        vectorize_tasks: batch the tasks with `torch.func.vmap`. Defaults to
+            `False`.
+        **kwargs: passed to `keras.Model`.
+
+    Example:
+
+    ```python
+    model = metakeras.ProtoNet(metakeras.models.conv4(input_shape=(1, 28, 28)))
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(task_sampler, epochs=10)
+    classifier = model.adapt(support_x, support_y)  # a keras.Model
+    classifier.predict(query_x).argmax(-1)
+    ```
+    """
+
+    def __init__(
+        self, learner, distance="euclidean", scale=None, vectorize_tasks=False, **kwargs
+    ):
+        super().__init__(learner, vectorize_tasks=vectorize_tasks, **kwargs)
+        if distance not in DISTANCES:
+            raise ValueError(
+                f"`distance` must be one of {list(DISTANCES)}. Received: {distance!r}"
+            )
+        if scale is not None and (
+            isinstance(scale, bool)
+            or not isinstance(scale, (int, float))
+            or not np.isfinite(scale)
+            or scale <= 0
+        ):
+            raise ValueError(
+                f"`scale` must be None or a positive number. Received: {scale!r}"
+            )
+        self.distance = distance
+        self.scale = scale
+
+    @property
+    def _scale(self):
+        if self.scale is not None:
+            return float(self.scale)
+        return 1.0 if self.distance == "euclidean" else 10.0
+
+    def _num_classes(self):
+        # The learner outputs embeddings; labels are checked against `ways`.
+        return None
+
+    def _episode_context(self, support_x, support_y, steps):
+        if steps is not None:
+            raise ValueError(
+                f"ProtoNet has no inner steps; `steps` must be None. Received: {steps!r}"
+            )
+        if support_y.is_floating_point():
+            raise ValueError(
+                "ProtoNet needs integer class labels in `support_y`; received "
+                f"dtype {support_y.dtype}."
+            )
+        ways = int(support_y.max()) + 1
+        counts = torch.stack(
+            [(support_y == c).sum(dim=-1) for c in range(ways)], dim=-1
+        )
+        if bool((counts == 0).any()):
+            raise ValueError(
+                f"Every task's `support_y` must hold every label 0..{ways - 1}; "
+                "some task is missing a class (labels must be remapped per episode)."
+            )
+        return {"ways": ways}
+
+    def _task_forward(
+        self, weights, state, support_x, support_y, query_x, training, context
+    ):
+        support, _ = self._forward(weights, state, support_x, training=training)
+        query, new_state = self._forward(weights, state, query_x, training=training)
+        prototypes = _class_means(support, support_y, context["ways"])
+        logits = prototype_logits(query, prototypes, self.distance, self._scale)
+        return logits, new_state
+
+    def adapt(self, support_x, support_y, steps=None):
+        """Computes the prototypes of one task and returns its classifier.
+
+        Args:
+            support_x: the task's labelled inputs, `(examples, *features)`.
+            support_y: integer labels `0..N-1`, `(examples,)`.
+            steps: must be `None` (ProtoNet takes no gradient steps).
+
+        Returns:
+            A `PrototypeClassifier` (a `keras.Model`) whose `predict` returns
+            `(n, N)` logits; `argmax(-1)` gives the class.
+        """
+        support_x, support_y = self._check_single_task(support_x, support_y)
+        if support_y.ndim != 1:
+            raise ValueError(
+                "`support_y` must be a 1-D array of integer labels; received "
+                f"shape {tuple(support_y.shape)}."
+            )
+        context = self._episode_context(support_x[None], support_y[None], steps)
+        weights = [v.value.detach() for v in self.learner.trainable_variables]
+        state = [v.value.detach() for v in self.learner.non_trainable_variables]
+        with torch.no_grad():
+            embeddings, _ = self._forward(weights, state, support_x, training=False)
+            prototypes = _class_means(embeddings, support_y, context["ways"])
+        embedding = learner_with_weights(self.learner, weights, state, support_x)
+        classifier = PrototypeClassifier(
+            embedding,
+            num_classes=context["ways"],
+            embedding_dim=int(prototypes.shape[-1]),
+            distance=self.distance,
+            scale=self._scale,
+        )
+        classifier.prototypes.assign(prototypes)
+        return classifier
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(distance=self.distance, scale=self.scale)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="metakeras")
+class PrototypeClassifier(keras.Model):
+    """A classifier that scores inputs against stored class prototypes.
+
+    Returned by `ProtoNet.adapt`. `predict` returns logits `(n, num_classes)`.
+
+    Args:
+        embedding: the embedding `keras.Model`.
+        num_classes: number of prototypes.
+        embedding_dim: size of an embedding.
+        distance: `"euclidean"` or `"cosine"`. Defaults to `"euclidean"`.
+        scale: multiplier of the scores. Defaults to `1.0`.
+        **kwargs: passed to `keras.Model`.
+    """
+
+    def __init__(
+        self,
+        embedding,
+        num_classes,
+        embedding_dim,
+        distance="euclidean",
+        scale=1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if distance not in DISTANCES:
+            raise ValueError(
+                f"`distance` must be one of {list(DISTANCES)}. Received: {distance!r}"
+            )
+        self.embedding = embedding
+        self.num_classes = int(num_classes)
+        self.embedding_dim = int(embedding_dim)
+        self.distance = distance
+        self.scale = float(scale)
+        self.prototypes = self.add_weight(
+            shape=(self.num_classes, self.embedding_dim),
+            initializer="zeros",
+            trainable=False,
+            name="prototypes",
+        )
+        if embedding.built:
+            self.built = True
+
+    def call(self, inputs, training=False):
+        embeddings = self.embedding(inputs, training=training)
+        return prototype_logits(
+            embeddings, self.prototypes.value, self.distance, self.scale
+        )
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "embedding": keras.saving.serialize_keras_object(self.embedding),
+            "num_classes": self.num_classes,
+            "embedding_dim": self.embedding_dim,
+            "distance": self.distance,
+            "scale": self.scale,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        embedding = keras.saving.deserialize_keras_object(config.pop("embedding"))
+        return cls(embedding=embedding, **config)
+
+
+def _class_means(embeddings, labels, ways):
+    # Comparison with arange (not one_hot) so that it works under vmap.
+    onehot = (labels[:, None] == torch.arange(ways, device=labels.device)).to(
+        embeddings.dtype
+    )
+    return (onehot.T @ embeddings) / onehot.sum(0)[:, None]

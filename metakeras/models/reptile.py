@@ -1,0 +1,94 @@
+"""Reptile: a first-order meta-learner (Nichol, Achiam and Schulman, 2018)."""
+
+import keras
+import torch
+
+from metakeras.models.maml import MAML
+from metakeras.models.meta_model import _map_tasks, _merge_tasks
+
+
+@keras.saving.register_keras_serializable(package="metakeras")
+class Reptile(MAML):
+    """Reptile: move the initialisation towards each task's adapted weights.
+
+    For every task of the meta-batch, Reptile runs `inner_steps` of SGD on
+    the support set from the current weights `w`, reaching `w_t`, and then
+    applies the compiled optimizer to the pseudo-gradient
+    `w - mean_t(w_t)`. With `keras.optimizers.SGD(learning_rate=eps)` this
+    is the paper's update `w <- w + eps * (mean_t(w_t) - w)`; Adam also
+    works well. No second derivatives and no query loss are needed; the
+    query set only feeds the logged loss and metrics (after adaptation), so
+    the numbers Keras shows mean the same as for MAML. As in the paper, train
+    with more support examples (`shots`) and more inner steps than you test
+    with.
+
+    Adaptation (`adapt`, `evaluate`, `adapt_and_predict`) is the same inner
+    loop as training, shared with MAML.
+
+    Args:
+        learner: the `keras.Model` to meta-learn.
+        inner_steps: SGD steps per task. Defaults to `5`.
+        inner_learning_rate: inner SGD step size. Defaults to `0.01`.
+        inner_batch_size: support examples per inner step (`None`: all).
+            Defaults to `None`.
+        **kwargs: the other `MAML` arguments (`adapt_layers`,
+            `transductive_eval`, `vectorize_tasks`, `name`).
+
+    Example:
+
+    ```python
+    model = metakeras.Reptile(learner, inner_steps=5, inner_learning_rate=0.02)
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+    model.fit(metakeras.tasks.SinusoidTasks(shots=10), epochs=5)
+    ```
+    """
+
+    def __init__(
+        self,
+        learner,
+        inner_steps=5,
+        inner_learning_rate=0.01,
+        inner_batch_size=None,
+        **kwargs,
+    ):
+        kwargs.pop("first_order", None)
+        super().__init__(
+            learner,
+            inner_steps=inner_steps,
+            inner_learning_rate=inner_learning_rate,
+            first_order=True,
+            inner_batch_size=inner_batch_size,
+            **kwargs,
+        )
+
+    def train_step(self, data):
+        support_x, support_y, query_x, query_y = self._episode_tensors(data)
+        if self._task_loss is None:
+            raise RuntimeError("The model must be compiled before training.")
+        variables = self.learner.trainable_variables
+        weights = [v.value.detach() for v in variables]
+        state = [v.value.detach() for v in self.learner.non_trainable_variables]
+        context = self._episode_context(support_x, support_y, None)
+
+        def task(sx, sy, qx):
+            fast = self._adapt_weights(weights, state, sx, sy, context)
+            predictions, new_state = self._forward(fast, state, qx, training=True)
+            return (fast, predictions), new_state
+
+        with torch.no_grad():
+            (fast, predictions), new_state = _map_tasks(
+                task, (support_x, support_y, query_x), self.vectorize_tasks
+            )
+            y, y_pred = _merge_tasks(query_y), _merge_tasks(predictions)
+            loss = self._compute_loss(y=y, y_pred=y_pred, training=True)
+            self._loss_tracker.update_state(loss, sample_weight=y.shape[0])
+            pseudo_gradients = [w - f.mean(dim=0) for w, f in zip(weights, fast)]
+            self.optimizer.apply(pseudo_gradients, variables)
+            for variable, value in zip(self.learner.non_trainable_variables, new_state):
+                variable.assign(value)
+        return self.compute_metrics(None, y, y_pred)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("first_order")
+        return config

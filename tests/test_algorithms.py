@@ -1,0 +1,326 @@
+"""The MAML family, ProtoNet and Reptile on a synthetic few-shot family."""
+
+import keras
+import numpy as np
+import pytest
+
+import metakeras
+
+WAYS, SHOTS, QUERIES, FEATURES = 3, 2, 5, 16
+
+
+def informative_episodes(tasks, seed):
+    """Classes differ in 2 of 16 features; the other 14 are loud noise.
+
+    A learner that was never meta-trained mixes the noise into every
+    prediction; meta-learning finds the 2 informative features.
+    """
+    rng = np.random.default_rng(seed)
+    centers = np.zeros((tasks, WAYS, FEATURES))
+    centers[..., :2] = rng.normal(size=(tasks, WAYS, 2)) * 2.0
+
+    def draw(n):
+        y = np.tile(np.arange(WAYS), (tasks, n))
+        x = centers[np.arange(tasks)[:, None], y]
+        x = x + np.concatenate(
+            [
+                rng.normal(size=(tasks, WAYS * n, 2)) * 0.5,
+                rng.normal(size=(tasks, WAYS * n, FEATURES - 2)) * 3.0,
+            ],
+            axis=-1,
+        )
+        return x.astype("float32"), y.astype("int64")
+
+    sx, sy = draw(SHOTS)
+    qx, qy = draw(QUERIES)
+    return {"support_x": sx, "support_y": sy, "query_x": qx, "query_y": qy}
+
+
+def dense_learner(outputs=WAYS, seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(32, activation="relu", name="body"),
+            keras.layers.Dense(outputs, name="head"),
+        ]
+    )
+
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+ALGORITHMS = {
+    "maml": lambda learner: metakeras.MAML(
+        learner, inner_steps=2, inner_learning_rate=0.3, vectorize_tasks=True
+    ),
+    "fomaml": lambda learner: metakeras.MAML(
+        learner,
+        inner_steps=2,
+        inner_learning_rate=0.3,
+        first_order=True,
+        vectorize_tasks=True,
+    ),
+    "metasgd": lambda learner: metakeras.MetaSGD(
+        learner, inner_steps=1, inner_learning_rate=0.3, vectorize_tasks=True
+    ),
+    "anil": lambda learner: metakeras.ANIL(
+        learner, inner_steps=3, inner_learning_rate=0.5, vectorize_tasks=True
+    ),
+    "reptile": lambda learner: metakeras.Reptile(
+        learner, inner_steps=5, inner_learning_rate=0.1, vectorize_tasks=True
+    ),
+    "protonet": lambda learner: metakeras.ProtoNet(learner, vectorize_tasks=True),
+}
+
+
+def build(name, seed=0):
+    outputs = 8 if name == "protonet" else WAYS
+    model = ALGORITHMS[name](dense_learner(outputs, seed))
+    optimizer = (
+        keras.optimizers.SGD(0.5) if name == "reptile" else keras.optimizers.Adam(3e-3)
+    )
+    model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"])
+    return model
+
+
+def accuracy(model, episodes):
+    logits = model.adapt_and_predict(
+        episodes["support_x"], episodes["support_y"], episodes["query_x"]
+    )
+    return float((logits.argmax(-1) == episodes["query_y"]).mean())
+
+
+@pytest.mark.parametrize("name", sorted(set(ALGORITHMS) - {"reptile"}))
+def test_meta_learning_beats_the_untrained_learner_after_adaptation(name):
+    train = informative_episodes(tasks=256, seed=1)
+    test = informative_episodes(tasks=200, seed=2)
+    baseline = accuracy(build(name), test)
+    model = build(name)
+    model.fit(train, batch_size=16, epochs=8, verbose=0)
+    meta = accuracy(model, test)
+    assert meta > baseline + 0.1, (meta, baseline)
+    # model.evaluate reports the same query accuracy
+    logs = model.evaluate(test, batch_size=50, verbose=0, return_dict=True)
+    assert logs["accuracy"] == pytest.approx(meta, abs=1e-6)
+
+
+def test_reptile_beats_the_untrained_learner_on_sinusoids():
+    # Reptile's signal is weaker per step than MAML's; the sinusoid family
+    # (the Reptile paper's own regression benchmark) shows it in a few seconds.
+    from metakeras.demo import sinusoid_learner
+    from metakeras.tasks import SinusoidTasks
+
+    keras.utils.set_random_seed(0)
+    model = metakeras.Reptile(
+        sinusoid_learner(),
+        inner_steps=10,
+        inner_learning_rate=0.02,
+        vectorize_tasks=True,
+    )
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+    test = SinusoidTasks(
+        shots=10, queries=50, meta_batch_size=200, steps=1, seed=99, resample=False
+    ).as_episodes()
+
+    def mse():
+        predictions = model.adapt_and_predict(
+            test["support_x"], test["support_y"], test["query_x"], batch_size=200
+        )
+        return float(((predictions - test["query_y"]) ** 2).mean())
+
+    untrained = mse()
+    model.fit(SinusoidTasks(shots=10, meta_batch_size=10, steps=120, seed=0), verbose=0)
+    assert mse() < 0.6 * untrained
+
+
+def test_anil_adapts_only_the_head():
+    model = build("anil")
+    assert model._adapt_mask() == [False, False, True, True]
+    assert model.adapt_layers == ["head"]
+    episodes = informative_episodes(tasks=1, seed=3)
+    adapted = model.adapt(episodes["support_x"][0], episodes["support_y"][0])
+    for layer_name, changed in (("body", False), ("head", True)):
+        before = model.learner.get_layer(layer_name).get_weights()
+        after = adapted.get_layer(layer_name).get_weights()
+        same = all(np.array_equal(a, b) for a, b in zip(before, after))
+        assert same != changed
+    with pytest.raises(ValueError, match=r"unknown layer\(s\) \['nope'\]"):
+        m = metakeras.MAML(dense_learner(), adapt_layers=["nope"])
+        m.compile(loss=LOSS)
+        m.adapt(episodes["support_x"][0], episodes["support_y"][0])
+
+
+def test_meta_sgd_rates_receive_gradients_and_change():
+    model = build("metasgd")
+    assert len(model.inner_rates) == len(model.learner.trainable_variables)
+    before = [keras.ops.convert_to_numpy(r).copy() for r in model.inner_rates]
+    np.testing.assert_allclose(before[0], 0.3)
+    model.train_on_batch(informative_episodes(tasks=8, seed=4))
+    after = [keras.ops.convert_to_numpy(r) for r in model.inner_rates]
+    for b, a in zip(before, after):
+        assert not np.allclose(a, b)
+    assert len(model.trainable_variables) == 2 * len(model.learner.trainable_variables)
+
+
+def test_protonet_predicts_the_nearest_prototype():
+    model = build("protonet")
+    model.fit(
+        informative_episodes(tasks=32, seed=5), batch_size=16, epochs=1, verbose=0
+    )
+    episodes = informative_episodes(tasks=1, seed=6)
+    sx, sy, qx = (
+        episodes["support_x"][0],
+        episodes["support_y"][0],
+        episodes["query_x"][0],
+    )
+    support = model.learner.predict(sx, verbose=0)
+    query = model.learner.predict(qx, verbose=0)
+    prototypes = np.stack([support[sy == c].mean(0) for c in range(WAYS)])
+    distances = ((query[:, None] - prototypes[None]) ** 2).sum(-1)
+    expected = distances.argmin(-1)
+    classifier = model.adapt(sx, sy)
+    logits = classifier.predict(qx, verbose=0)
+    np.testing.assert_allclose(logits, -distances, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(logits.argmax(-1), expected)
+    batched = model.adapt_and_predict(sx[None], sy[None], qx[None])[0]
+    np.testing.assert_allclose(batched, logits, rtol=1e-4, atol=1e-4)
+
+
+def test_protonet_cosine_distance_and_errors():
+    model = metakeras.ProtoNet(dense_learner(8), distance="cosine")
+    model.compile(loss=LOSS)
+    assert model._scale == 10.0
+    episodes = informative_episodes(tasks=1, seed=7)
+    logits = model.adapt(episodes["support_x"][0], episodes["support_y"][0]).predict(
+        episodes["query_x"][0], verbose=0
+    )
+    assert np.all(np.abs(logits) <= 10.0 + 1e-4)
+    with pytest.raises(ValueError, match="`distance` must be one of"):
+        metakeras.ProtoNet(dense_learner(8), distance="manhattan")
+    with pytest.raises(ValueError, match="`steps` must be None"):
+        model.adapt(episodes["support_x"][0], episodes["support_y"][0], steps=3)
+    missing = dict(episodes)
+    missing["support_y"] = np.zeros_like(episodes["support_y"])
+    missing["support_y"][0, 0] = 2
+    with pytest.raises(ValueError, match="every label 0..2"):
+        model.train_on_batch(missing)
+
+
+def test_mini_batch_inner_sgd_with_the_whole_support_matches_full_batch():
+    episodes = informative_episodes(tasks=4, seed=8)
+    weights = []
+    for batch_size in (None, WAYS * SHOTS):
+        model = metakeras.MAML(
+            dense_learner(),
+            inner_steps=3,
+            inner_learning_rate=0.3,
+            inner_batch_size=batch_size,
+        )
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
+        model.train_on_batch(episodes)
+        weights.append(model.learner.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    model = metakeras.MAML(
+        dense_learner(), inner_steps=3, inner_learning_rate=0.3, inner_batch_size=2
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
+    model.train_on_batch(episodes)
+    assert not all(
+        np.allclose(a, b) for a, b in zip(weights[0], model.learner.get_weights())
+    )
+
+
+def test_reptile_update_moves_towards_the_adapted_weights():
+    model = metakeras.Reptile(dense_learner(), inner_steps=3, inner_learning_rate=0.2)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss=LOSS)
+    episodes = informative_episodes(tasks=3, seed=9)
+    start = model.learner.get_weights()
+    adapted = [
+        model.adapt(episodes["support_x"][t], episodes["support_y"][t]).get_weights()
+        for t in range(3)
+    ]
+    model.train_on_batch(episodes)
+    for i, w in enumerate(start):
+        mean = np.mean([a[i] for a in adapted], axis=0)
+        np.testing.assert_allclose(
+            model.learner.get_weights()[i], w + 0.5 * (mean - w), atol=1e-5
+        )
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_every_algorithm_round_trips_through_keras_files(name, tmp_path):
+    model = build(name)
+    train = informative_episodes(tasks=16, seed=10)
+    model.fit(train, batch_size=8, epochs=1, verbose=0)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is type(model)
+    config, loaded_config = model.get_config(), loaded.get_config()
+    config.pop("learner"), loaded_config.pop("learner")
+    assert loaded_config == config
+    test = informative_episodes(tasks=4, seed=11)
+    np.testing.assert_allclose(
+        loaded.adapt_and_predict(test["support_x"], test["support_y"], test["query_x"]),
+        model.adapt_and_predict(test["support_x"], test["support_y"], test["query_x"]),
+        atol=1e-5,
+    )
+    adapted = model.adapt(test["support_x"][0], test["support_y"][0])
+    adapted_path = tmp_path / f"{name}_adapted.keras"
+    adapted.save(adapted_path)
+    reloaded = keras.models.load_model(adapted_path)
+    np.testing.assert_allclose(
+        reloaded.predict(test["query_x"][0], verbose=0),
+        adapted.predict(test["query_x"][0], verbose=0),
+        atol=1e-5,
+    )
+
+
+def test_transductive_eval_uses_query_batch_statistics():
+    learner = keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(8),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(WAYS),
+        ]
+    )
+    episodes = informative_episodes(tasks=2, seed=12)
+    outputs = []
+    for transductive in (False, True):
+        model = metakeras.MAML(
+            learner, inner_learning_rate=0.1, transductive_eval=transductive
+        )
+        model.compile(loss=LOSS)
+        outputs.append(
+            model.adapt_and_predict(
+                episodes["support_x"], episodes["support_y"], episodes["query_x"]
+            )
+        )
+    assert not np.allclose(outputs[0], outputs[1])
+    # With batch statistics, each task's query set is normalised by itself:
+    # predictions of one query example depend on the other queries.
+    model.compile(loss=LOSS)
+    shifted = dict(episodes)
+    shifted["query_x"] = episodes["query_x"].copy()
+    shifted["query_x"][:, 1:] += 5.0
+    moved = model.adapt_and_predict(
+        shifted["support_x"], shifted["support_y"], shifted["query_x"]
+    )
+    assert not np.allclose(moved[:, 0], outputs[1][:, 0])
+
+
+def test_conv4_layout_and_shapes():
+    embedding = metakeras.models.conv4()
+    assert embedding.output_shape == (None, 64)
+    assert embedding.layers[0].data_format == "channels_first"
+    head = metakeras.models.conv4(input_shape=(3, 84, 84), outputs=5, filters=32)
+    assert head.output_shape == (None, 5)
+    assert head.count_params() > 0
+    last = metakeras.models.conv4(input_shape=(28, 28, 1), data_format="channels_last")
+    assert last.output_shape == (None, 64)
+    with pytest.raises(ValueError, match="`data_format`"):
+        metakeras.models.conv4(data_format="nchw")
+    with pytest.raises(ValueError, match="`input_shape`"):
+        metakeras.models.conv4(input_shape=(28, 28))
