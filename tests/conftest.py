@@ -12,8 +12,6 @@ import metakeras  # noqa: E402, F401
 @pytest.fixture(autouse=True)
 def _seeded():
     keras.utils.set_random_seed(0)
-    yield
-    keras.backend.clear_session()
 
 
 def mlp(hidden=16, outputs=1, inputs=1, activation="tanh", name=None):

@@ -1,6 +1,22 @@
-"""Episodes (tasks) for meta-learning: the batch contract and task sources."""
+"""Episodes (tasks) for meta-learning: the batch contract and task sources.
+
+- `TaskSampler`: N-way K-shot classification episodes from arrays,
+  DataFrames (`TaskSampler.from_dataframe`) or image folders
+  (`TaskSampler.from_directory`).
+- `SinusoidTasks`: the sinusoid regression family of the MAML paper.
+- `split_classes`: disjoint meta-train / validation / test class splits.
+"""
 
 from metakeras.tasks.episode import EPISODE_KEYS, unpack_episode, validate_episode
 from metakeras.tasks.sinusoid import SinusoidTasks
+from metakeras.tasks.splits import split_classes
+from metakeras.tasks.task_sampler import TaskSampler
 
-__all__ = ["EPISODE_KEYS", "SinusoidTasks", "unpack_episode", "validate_episode"]
+__all__ = [
+    "EPISODE_KEYS",
+    "SinusoidTasks",
+    "TaskSampler",
+    "split_classes",
+    "unpack_episode",
+    "validate_episode",
+]
