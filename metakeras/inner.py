@@ -93,6 +93,7 @@ class InnerLoop:
         batches=None,
         adapt_mask=None,
         learning_rates=None,
+        constraints=None,
     ):
         """Adapts `weights` by gradient descent on `loss_fn`.
 
@@ -112,6 +113,11 @@ class InnerLoop:
             learning_rates: list of tensors, one per weight, broadcastable to
                 it, used instead of `learning_rate` (Meta-SGD). Defaults to
                 `None`.
+            constraints: list of `None` or callables, one per weight,
+                applied to the weight after every inner step, as Keras
+                applies a variable's `constraint` after every optimizer step
+                (pruning masks use this, so a pruned weight stays zero after
+                adaptation). Defaults to `None`.
 
         Returns:
             The list of adapted weights. When differentiating through the
@@ -140,6 +146,8 @@ class InnerLoop:
             fast = list(fast)
             for i, g in zip(adapted, grads):
                 fast[i] = fast[i] - learning_rates[i] * g
+                if constraints is not None and constraints[i] is not None:
+                    fast[i] = constraints[i](fast[i])
         return fast
 
     def batches(self, num_examples, steps=None):

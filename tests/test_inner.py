@@ -117,3 +117,13 @@ def test_adapt_mask_freezes_weights_and_learning_rates_scale_steps():
     scaled = inner.run(loss, w, learning_rates=rates)
     torch.testing.assert_close(scaled[0], torch.tensor([1.0, 0.0]))
     torch.testing.assert_close(scaled[1], torch.full((2,), 0.5))
+
+
+def test_constraints_apply_after_every_step():
+    mask = torch.tensor([1.0, 0.0])
+    w = [torch.ones(2)]
+    fast = InnerLoop(steps=2, learning_rate=0.25).run(
+        quadratic(torch.full((2,), 3.0)), w, constraints=[lambda t: t * mask]
+    )
+    # step 1: 1 - 0.25 * 2 * (1 - 3) = 2 -> masked [2, 0]; step 2: 2.5, masked 0
+    torch.testing.assert_close(fast[0], torch.tensor([2.5, 0.0]))

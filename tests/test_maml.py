@@ -386,3 +386,22 @@ def test_custom_loss_function_is_used_in_the_inner_loop():
     batch = small_tasks()[0]
     logs = model.train_on_batch(batch, return_dict=True)
     assert np.isfinite(logs["loss"])
+
+
+def test_keras_constraints_hold_for_fast_weights_too():
+    learner = keras.Sequential(
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(
+                8, activation="relu", kernel_constraint=keras.constraints.NonNeg()
+            ),
+            keras.layers.Dense(1),
+        ]
+    )
+    model = metakeras.MAML(learner, inner_steps=3, inner_learning_rate=0.5)
+    model.compile(optimizer="sgd", loss="mse")
+    batch = small_tasks()[0]
+    adapted = model.adapt(batch["support_x"][0], batch["support_y"][0] * 100)
+    assert (adapted.layers[0].get_weights()[0] >= 0).all()
+    model.train_on_batch(batch)
+    assert (model.learner.layers[0].get_weights()[0] >= 0).all()

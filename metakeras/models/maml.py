@@ -161,7 +161,13 @@ class MAML(MetaModel):
             batches=context["batches"],
             adapt_mask=self._adapt_mask(),
             learning_rates=self._inner_learning_rates(),
+            constraints=self._constraints(),
         )
+
+    def _constraints(self):
+        """The learner variables' Keras constraints, applied to fast weights too."""
+        constraints = [v.constraint for v in self.learner.trainable_variables]
+        return constraints if any(c is not None for c in constraints) else None
 
     def _episode_context(self, support_x, support_y, steps):
         return {
