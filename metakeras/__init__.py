@@ -4,7 +4,7 @@ from metakeras._backend import ensure_torch_backend
 
 ensure_torch_backend()
 
-from metakeras import datasets, evaluation, initializers, models, tasks  # noqa: E402
+from metakeras import datasets, evaluation, initializers, layers, models, tasks  # noqa: E402
 from metakeras.inner import InnerLoop  # noqa: E402
 from metakeras.models import ANIL, MAML, MetaModel, MetaSGD, ProtoNet, Reptile  # noqa: E402
 
@@ -19,6 +19,7 @@ __all__ = [
     "ProtoNet",
     "Reptile",
     "initializers",
+    "layers",
     "models",
     "datasets",
     "evaluation",
