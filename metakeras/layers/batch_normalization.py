@@ -49,13 +49,13 @@ class BatchNormalization(keras.layers.BatchNormalization):
         gamma = self.gamma.value if self.scale else None
         beta = self.beta.value if self.center else None
         if training and self.trainable:
-            outputs = F.batch_norm(
-                inputs, None, None, gamma, beta, training=True, eps=self.epsilon
+            # The fused kernel also returns the batch mean and 1/sqrt(var + eps),
+            # which give the moving-statistics update without another pass.
+            outputs, mean, inverse_std = torch.native_batch_norm(
+                inputs, gamma, beta, None, None, True, 0.0, self.epsilon
             )
-            axes = [i for i in range(inputs.ndim) if i != 1]
-            with torch.no_grad():
-                mean = inputs.mean(dim=axes)
-                variance = inputs.var(dim=axes, unbiased=False)
+            mean = mean.detach()
+            variance = inverse_std.detach().pow(-2) - self.epsilon
             momentum = self.momentum
             self.moving_mean.assign(
                 self.moving_mean.value * momentum + mean * (1 - momentum)
