@@ -4,7 +4,16 @@ from metakeras._backend import ensure_torch_backend
 
 ensure_torch_backend()
 
-from metakeras import datasets, evaluation, initializers, layers, models, tasks  # noqa: E402
+from metakeras import (  # noqa: E402
+    callbacks,
+    datasets,
+    evaluation,
+    initializers,
+    layers,
+    models,
+    sklearn,
+    tasks,
+)
 from metakeras.inner import InnerLoop  # noqa: E402
 from metakeras.models import ANIL, MAML, MetaModel, MetaSGD, ProtoNet, Reptile  # noqa: E402
 
@@ -21,8 +30,10 @@ __all__ = [
     "initializers",
     "layers",
     "models",
+    "callbacks",
     "datasets",
     "evaluation",
+    "sklearn",
     "tasks",
     "__version__",
 ]

@@ -1,6 +1,7 @@
 """The `metakeras` command line."""
 
 import argparse
+import os
 import sys
 
 
@@ -28,14 +29,69 @@ def _non_negative_int(text):
     return value
 
 
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number, got {text!r}"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in [0, 1), got {text!r}"
+        ) from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _boolean(text):
+    lowered = text.lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+_DATASETS_HELP = (
+    "omniglot (train: background alphabets, test: evaluation alphabets), "
+    "digits (scikit-learn 8x8; train: 5 digits, test: the other 5, from "
+    "split_classes(fractions=(0.5, 0.5), seed=0)), sinusoid (MAML regression), "
+    "image-folder (--data-dir with one sub-folder per class; 60/20/20%% class "
+    "split), mini-imagenet (64/16/20 classes from local files)"
+)
+
+
 def build_parser():
-    """Returns the argument parser of the `metakeras` command."""
+    """Returns the argument parser of the `metakeras` command.
+
+    Returns:
+        An `argparse.ArgumentParser` with the subcommands `demo`, `train`,
+        `evaluate` and `datasets`.
+    """
     parser = argparse.ArgumentParser(
         prog="metakeras",
         description="Meta-learning with the Keras 3 API on the PyTorch backend.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    _add_demo(commands)
+    _add_train(commands)
+    _add_evaluate(commands)
+    _add_datasets(commands)
+    return parser
+
+
+def _add_demo(commands):
     demo = commands.add_parser(
         "demo",
         help="meta-train MAML on sinusoid regression (no network needed)",
@@ -73,15 +129,343 @@ def build_parser():
         help="held-out tasks (default: 600)",
     )
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
+
+
+def _add_train(commands):
+    from metakeras._cli_data import DATASETS
+    from metakeras._cli_train import (
+        ALGORITHMS,
+        LEARNERS,
+        OPTIMIZERS,
+        QUANTIZE_MODES,
+    )
+
+    train = commands.add_parser(
+        "train",
+        help="meta-train a model from a TOML/YAML config file and/or flags",
+        description=(
+            "Meta-trains a model and writes config.json (the full resolved "
+            "configuration), model.keras, history.csv and training_curves.png "
+            "to --output-dir. Settings come from the defaults, then --config, "
+            "then the flags. Rerunning the same command resumes an interrupted "
+            "run from its last completed epoch (Keras BackupAndRestore, kept in "
+            "<output-dir>/backup); with a larger --epochs it trains further."
+        ),
+        argument_default=argparse.SUPPRESS,
+    )
+    add = train.add_argument
+    add("--config", help="a .toml or .yaml file; keys are the option names below")
+    data = train.add_argument_group("data")
+    data.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        metavar="NAME",
+        help=f"one of: {', '.join(DATASETS)} (default: digits). {_DATASETS_HELP}",
+    )
+    data.add_argument("--data-dir", help="folder holding the dataset's files")
+    data.add_argument(
+        "--download",
+        action="store_true",
+        help="download Omniglot into ~/.keras/datasets if it is not found",
+    )
+    data.add_argument(
+        "--image-size", type=_positive_int, help="resize images to this side"
+    )
+    data.add_argument(
+        "--color-mode",
+        choices=("grayscale", "rgb"),
+        help="image-folder colours (default: rgb)",
+    )
+    data.add_argument(
+        "--rotations",
+        type=_boolean,
+        metavar="BOOL",
+        help="add rotated copies of training classes (default: true for omniglot)",
+    )
+    data.add_argument("--ways", type=_positive_int, help="classes per episode (5)")
+    data.add_argument(
+        "--shots",
+        type=_positive_int,
+        help="support examples per class (1; sinusoid: 5 points)",
+    )
+    data.add_argument(
+        "--queries",
+        type=_positive_int,
+        help="query examples per class (15; sinusoid: 10 points)",
+    )
+    data.add_argument(
+        "--meta-batch-size",
+        type=_positive_int,
+        help="episodes per meta-batch (4; sinusoid: 25)",
+    )
+    model = train.add_argument_group("model")
+    model.add_argument(
+        "--algorithm",
+        choices=ALGORITHMS,
+        metavar="NAME",
+        help=f"one of: {', '.join(ALGORITHMS)} (default: maml)",
+    )
+    model.add_argument(
+        "--learner",
+        choices=LEARNERS,
+        help="conv4 or mlp (default: mlp for digits and sinusoid, else conv4)",
+    )
+    model.add_argument(
+        "--filters", type=_positive_int, help="conv4 channels (default: 64)"
+    )
+    model.add_argument(
+        "--hidden",
+        type=_positive_int,
+        help="mlp units per hidden layer (default: 64; sinusoid: 40)",
+    )
+    model.add_argument(
+        "--vectorize-tasks",
+        type=_boolean,
+        metavar="BOOL",
+        help="run the tasks of a meta-batch under torch.func.vmap "
+        "(default: true for mlp)",
+    )
+    inner = train.add_argument_group("inner loop (not for protonet)")
+    inner.add_argument(
+        "--inner-steps",
+        type=_non_negative_int,
+        help="gradient steps per task (default: 1; reptile: 5)",
+    )
+    inner.add_argument(
+        "--inner-learning-rate",
+        type=_positive_float,
+        help="inner step size (default: 0.4 classification, 0.01 sinusoid)",
+    )
+    inner.add_argument(
+        "--first-order",
+        type=_boolean,
+        metavar="BOOL",
+        help="first-order meta-gradient (default: false; fomaml, reptile: true)",
+    )
+    inner.add_argument(
+        "--inner-batch-size",
+        type=_positive_int,
+        help="support examples per inner step (default: all)",
+    )
+    fit = train.add_argument_group("training")
+    fit.add_argument(
+        "--epochs", type=_positive_int, help="total epochs, resumed ones included (10)"
+    )
+    fit.add_argument(
+        "--steps-per-epoch", type=_positive_int, help="meta-batches per epoch (100)"
+    )
+    fit.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        metavar="NAME",
+        help=f"outer optimizer: {', '.join(OPTIMIZERS)} (default: adam)",
+    )
+    fit.add_argument(
+        "--learning-rate",
+        type=_positive_float,
+        help="outer learning rate (default: 0.001)",
+    )
+    fit.add_argument("--seed", type=_non_negative_int, help="random seed (default: 0)")
+    compression = train.add_argument_group("compression (metakeras.callbacks)")
+    compression.add_argument(
+        "--prune",
+        type=_fraction,
+        metavar="SPARSITY",
+        help="prune this fraction of the smallest weights during meta-training "
+        "(MagnitudePruning; pruned weights stay zero in the inner loop too)",
+    )
+    compression.add_argument(
+        "--quantize",
+        choices=QUANTIZE_MODES,
+        help="quantize the weights when training ends: int8, int4 or float8 "
+        "(Quantization)",
+    )
+    fit.add_argument(
+        "--output-dir", help="folder for all outputs (default: metakeras_output)"
+    )
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_evaluate(commands):
+    from metakeras._cli_data import DATASETS
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a saved model on test episodes (mean and 95%% CI)",
+        description=(
+            "Adapts a saved model to each of --episodes episodes of a dataset "
+            "split and scores its query predictions; prints the summary table "
+            "and writes summary.csv, per_episode.csv and plots. The dataset and "
+            "episode shape default to the training run's config.json beside "
+            "the model."
+        ),
+        argument_default=argparse.SUPPRESS,
+    )
+    evaluate.add_argument("model", help="the .keras file (from metakeras train)")
+    evaluate.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        metavar="NAME",
+        help=f"one of: {', '.join(DATASETS)} (default: the training run's)",
+    )
+    evaluate.add_argument("--data-dir", help="folder holding the dataset's files")
+    evaluate.add_argument(
+        "--download", action="store_true", help="download Omniglot if not found"
+    )
+    evaluate.add_argument(
+        "--image-size", type=_positive_int, help="resize images to this side"
+    )
+    evaluate.add_argument(
+        "--split", help="train, val or test, as the dataset has them (default: test)"
+    )
+    evaluate.add_argument(
+        "--episodes", type=_positive_int, help="episodes to score (default: 600)"
+    )
+    evaluate.add_argument("--ways", type=_positive_int, help="classes per episode")
+    evaluate.add_argument(
+        "--shots", type=_positive_int, help="support examples per class"
+    )
+    evaluate.add_argument(
+        "--queries", type=_positive_int, help="query examples per class"
+    )
+    evaluate.add_argument(
+        "--steps",
+        type=_non_negative_int,
+        help="inner steps (default: 0..the model's own, as a curve)",
+    )
+    evaluate.add_argument(
+        "--batch-size", type=_positive_int, help="episodes adapted together (32)"
+    )
+    evaluate.add_argument(
+        "--seed", type=_non_negative_int, help="episode seed (default: 0)"
+    )
+    evaluate.add_argument(
+        "--output-dir",
+        help="folder for the CSV and plots (default: <model dir>/evaluation)",
+    )
+
+
+def _add_datasets(commands):
+    datasets = commands.add_parser(
+        "datasets",
+        help="list the known datasets and whether each is on this machine",
+        description=(
+            "Lists the datasets train and evaluate know, their splits, and "
+            "where each was found: --data-dir, $METAKERAS_DATA, or the Keras "
+            "cache (~/.keras/datasets)."
+        ),
+    )
+    datasets.add_argument(
+        "--data-dir", default=None, help="also look in this folder (and DIR/<name>)"
+    )
 
 
 def main(argv=None):
-    """Runs the `metakeras` command; returns the exit code."""
+    """Runs the `metakeras` command.
+
+    Args:
+        argv: the arguments, without the program name. Defaults to `None`
+            (`sys.argv[1:]`).
+
+    Returns:
+        The exit code: `0` on success, `1` for a missing file or dataset or a
+        failure at run time, `2` for invalid options or values (argparse
+        itself exits with `2` for unknown options), `130` when interrupted.
+
+    Example:
+
+    ```python
+    from metakeras.cli import main
+    main(["train", "--dataset", "digits", "--epochs", "1"])
+    ```
+    """
+    from metakeras._cli_data import CLIError
+
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        return _demo(args)
-    return 2
+    handlers = {
+        "demo": _demo,
+        "train": _train,
+        "evaluate": _evaluate,
+        "datasets": _datasets,
+    }
+    try:
+        return handlers[args.command](args)
+    except CLIError as error:
+        print(f"metakeras {args.command}: error: {error}", file=sys.stderr)
+        return error.code
+    except BrokenPipeError:
+        # The reader went away (`metakeras evaluate ... | head`): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _train(args):
+    from metakeras._cli_train import read_config_file, resolve_config, run_train
+
+    flags = vars(args).copy()
+    flags.pop("command")
+    config_path = flags.pop("config", None)
+    if flags.pop("quiet", False):
+        flags["verbose"] = 0
+    settings = read_config_file(config_path) if config_path else {}
+    config = resolve_config(settings, flags)
+    print(
+        f"metakeras train: {config['algorithm']} on {config['dataset']} "
+        + (
+            f"({config['ways']}-way {config['shots']}-shot)"
+            if config["dataset"] != "sinusoid"
+            else f"({config['shots']} shots)"
+        )
+        + f", {config['epochs']} epochs of {config['steps_per_epoch']} "
+        f"meta-batches -> {config['output_dir']}"
+    )
+    try:
+        result = run_train(config)
+    except KeyboardInterrupt:
+        print(
+            "\nmetakeras train: interrupted. Rerun the same command to resume "
+            "from the last completed epoch.",
+            file=sys.stderr,
+        )
+        return 130
+    if result["epochs_run"] == 0:
+        print(
+            f"Nothing to train: {config['epochs']} epoch(s) were already done "
+            "(raise --epochs to train further)."
+        )
+    for name, path in result["paths"].items():
+        print(f"{name:>8}: {path}")
+    print(f"wall time: {result['seconds']:.0f} s")
+    return 0
+
+
+def _evaluate(args):
+    from metakeras._cli_evaluate import resolve_evaluation, run_evaluate
+
+    flags = vars(args).copy()
+    flags.pop("command")
+    model_path = flags.pop("model")
+    settings = resolve_evaluation(model_path, flags)
+    result = run_evaluate(model_path, settings)
+    for name, path in result["paths"].items():
+        print(f"{name:>12}: {path}")
+    return 0
+
+
+def _datasets(args):
+    from metakeras._cli_data import DATASETS, SPLITS, is_classification, locate
+
+    rows = []
+    for name in DATASETS:
+        status, where = locate(name, args.data_dir)
+        kind = "classification" if is_classification(name) else "regression"
+        rows.append((name, kind, "/".join(SPLITS[name]), status, where))
+    headers = ("dataset", "kind", "splits", "status", "location / how to get it")
+    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(4)]
+    for row in [headers, *rows]:
+        cells = [str(c).ljust(w) for c, w in zip(row, widths)] + [row[4]]
+        print("  ".join(cells))
+    return 0
 
 
 def _demo(args):

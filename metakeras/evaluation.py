@@ -133,6 +133,13 @@ def summarize(scores, by=None):
     Returns:
         A `pandas.DataFrame` with columns `metric`, `mean`, `std`, `ci95`,
         `episodes` (and the `by` columns).
+
+    Example:
+
+    >>> import pandas as pd
+    >>> scores = pd.DataFrame({"shots": [1, 1, 5, 5], "accuracy": [.5, .7, .8, .9]})
+    >>> summarize(scores, by="shots")["mean"].round(2).tolist()
+    [0.6, 0.85]
     """
     if not isinstance(scores, pd.DataFrame):
         raise ValueError(
@@ -460,6 +467,23 @@ class EpisodeResults:
 
     Returned by `evaluate_episodes`; not meant to be built by hand.
 
+    Args:
+        name: the model's name.
+        task: `"classification"` or `"regression"`.
+        metrics: the metric names.
+        steps: the inner-step settings evaluated.
+        headline_steps: the setting reported as the result.
+        per_episode: the per-episode `pandas.DataFrame` (see Attributes).
+        confusion_matrices: dict mapping settings to confusion matrices.
+
+    Example:
+
+    ```python
+    results = metakeras.evaluation.evaluate_episodes(model, test_tasks)
+    results.mean("accuracy")          # (mean, 95% half-width)
+    results.to_csv("per_episode.csv", which="per_episode")
+    ```
+
     Attributes:
         name: the model's name.
         task: `"classification"` or `"regression"`.
@@ -540,7 +564,17 @@ class EpisodeResults:
         return frame.sort_values("episode")[metric].to_numpy()
 
     def mean(self, metric=None, steps="headline"):
-        """Mean and 95% half-width of one metric, as `(mean, ci95)`."""
+        """Mean and 95% half-width of one metric.
+
+        Args:
+            metric: a metric name from `self.metrics`. Defaults to `None` (the
+                first one).
+            steps: an evaluated setting, or `"headline"`. Defaults to
+                `"headline"`.
+
+        Returns:
+            A tuple `(mean, ci95)`.
+        """
         return confidence_interval(self.scores(metric, steps))
 
     def adaptation(self, metric=None):
@@ -669,6 +703,18 @@ class ModelComparison:
     """Several models scored on identical episodes, with paired differences.
 
     Returned by `compare_models`; not meant to be built by hand.
+
+    Args:
+        results: dict mapping model names to their `EpisodeResults`.
+        baseline: name of the model the others are compared with.
+
+    Example:
+
+    ```python
+    comparison = metakeras.evaluation.compare_models(
+        {"protonet": protonet, "maml": maml}, test_tasks)
+    print(comparison.to_markdown(which="differences"))
+    ```
 
     Attributes:
         results: dict mapping model names to their `EpisodeResults`.
@@ -1330,7 +1376,8 @@ def _custom(fn, metric, y_true, y_pred, name):
 
 
 def _derived_seed(seed, batch_number, steps):
-    entropy = [seed, batch_number, -1 if steps is None else steps]
+    # SeedSequence takes non-negative entropy only: no steps -> 0, s -> s + 1.
+    entropy = [seed, batch_number, 0 if steps is None else steps + 1]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 

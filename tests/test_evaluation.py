@@ -773,3 +773,20 @@ def test_comparison_exports(tmp_path):
     assert len(frame) == 12
     summary = pd.read_csv(comparison.to_csv(tmp_path / "summary.csv"))
     assert summary["model"].tolist() == ["small"] * 3 + ["large"] * 3
+
+
+def test_seeded_evaluation_of_a_model_without_inner_steps():
+    import keras
+
+    import metakeras
+    from metakeras.evaluation import evaluate_episodes
+
+    learner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
+    model = metakeras.ProtoNet(learner)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    episodes = classification_episodes(tasks=6, seed=1)
+    first = evaluate_episodes(model, episodes, episodes=6, seed=3, allow_untrained=True)
+    second = evaluate_episodes(
+        model, episodes, episodes=6, seed=3, allow_untrained=True
+    )
+    assert first.summary.equals(second.summary)

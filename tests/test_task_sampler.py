@@ -368,3 +368,27 @@ def test_maml_fits_on_digits_episodes():
     assert len(history.history["loss"]) == 2
     assert all(np.isfinite(history.history["loss"]))
     assert time.perf_counter() - start < 30
+
+
+def test_text_labels_from_a_dataframe_work_with_split_classes():
+    import pandas as pd
+
+    from metakeras.tasks import split_classes
+
+    names = np.repeat(["cat", "dog", "eel", "fox", "gnu", "hen"], 6)
+    frame = pd.DataFrame({"a": np.arange(36.0), "b": np.ones(36), "label": names})
+    train, _ = split_classes(frame["label"], fractions=(0.5, 0.5), seed=0)
+    sampler = TaskSampler.from_dataframe(
+        frame,
+        "label",
+        ways=2,
+        shots=1,
+        queries=2,
+        meta_batch_size=3,
+        classes=train,
+        seed=0,
+    )
+    assert sorted(sampler.class_labels.tolist()) == sorted(train.tolist())
+    batch = sampler[0]
+    drawn = sampler.class_labels[batch["classes"]]
+    assert set(drawn.ravel()) <= set(train.tolist())

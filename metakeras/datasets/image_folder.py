@@ -70,15 +70,18 @@ class ImageFolder:
 
     @property
     def shape(self):
+        """`(examples, channels, height, width)`, as a NumPy array's."""
         channels = _COLOR_MODES[self.color_mode][1]
         return (len(self.paths), channels, *self.image_size)
 
     @property
     def dtype(self):
+        """Always `uint8`: pixels are decoded to 0-255."""
         return np.dtype("uint8")
 
     @property
     def ndim(self):
+        """Always 4: examples, channels, height, width."""
         return 4
 
     def __len__(self):
@@ -113,7 +116,11 @@ class ImageFolder:
         self._lock = threading.Lock()
 
     def load(self):
-        """Decodes every image now and returns the uint8 array `(N, C, H, W)`."""
+        """Decodes every image now.
+
+        Returns:
+            The uint8 array `(N, C, H, W)` of all images.
+        """
         return self[np.arange(len(self))]
 
     def _read(self, i):

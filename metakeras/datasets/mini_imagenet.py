@@ -39,12 +39,12 @@ def load_data(path=None, image_size=None):
         `(x_train, y_train), (x_val, y_val), (x_test, y_test), info`.
 
         - `x_*`: uint8 channels-first `(N, 3, H, W)`: a NumPy array (a
-          transposed view of the pickle's `image_data`, no copy) or an
-          `ImageFolder`. `TaskSampler` scales uint8 to `[0, 1]`.
+            transposed view of the pickle's `image_data`, no copy) or an
+            `ImageFolder`. `TaskSampler` scales uint8 to `[0, 1]`.
         - `y_*`: int64 class ids, unique across the splits (train classes
-          first, then val, then test; sorted by name within a split).
+            first, then val, then test; sorted by name within a split).
         - `info`: dict with `class_names` (the name of each class id),
-          `layout` (`"pickle"` or `"folder"`) and `files` (what was read).
+            `layout` (`"pickle"` or `"folder"`) and `files` (what was read).
 
     Raises:
         OSError: if no layout is found at `path`.

@@ -82,16 +82,16 @@ def load_data(path=None, image_size=28, cache_dir=None, verbose=0):
         `(x_background, y_background), (x_evaluation, y_evaluation), info`.
 
         - `x_*`: float32 `(characters * 20, image_size, image_size)`, ink
-          1.0 on background 0.0, ordered by character then drawer.
+            1.0 on background 0.0, ordered by character then drawer.
         - `y_*`: int64 class ids; background characters are
-          `0..963`, evaluation characters follow (`964..1622`), so the two
-          sets never share an id. Characters are numbered in sorted
-          (alphabet, character folder) order.
+            `0..963`, evaluation characters follow (`964..1622`), so the two
+            sets never share an id. Characters are numbered in sorted
+            (alphabet, character folder) order.
         - `info`: a dict with `character_names` (`"Alphabet/characterNN"`
-          for each class id), `alphabets` (the alphabet of each class id),
-          `check` (`"md5"` or `"layout"`), `counts` (alphabets, characters
-          and images per set), `source` (the files or URLs read),
-          `cache_path` and `from_cache`.
+            for each class id), `alphabets` (the alphabet of each class id),
+            `check` (`"md5"` or `"layout"`), `counts` (alphabets, characters
+            and images per set), `source` (the files or URLs read),
+            `cache_path` and `from_cache`.
 
     Raises:
         OSError: if `path` (or a file it should hold) does not exist.

@@ -33,8 +33,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
     kernel gives second-order gradients that differ from the exact ones by
     several percent (tested in `tests/test_layers.py`).
 
-    Args:
-        **kwargs: the arguments of `keras.layers.BatchNormalization`.
+    It takes the arguments of `keras.layers.BatchNormalization` (its
+    constructor is Keras's own).
 
     Example:
 

@@ -112,14 +112,17 @@ class MAML(MetaModel):
 
     @property
     def inner_steps(self):
+        """Inner gradient steps per task (`model.inner.steps`)."""
         return self.inner.steps
 
     @property
     def inner_learning_rate(self):
+        """Step size of the inner loop (`model.inner.learning_rate`)."""
         return self.inner.learning_rate
 
     @property
     def first_order(self):
+        """Whether the meta-gradient is first order (`model.inner.first_order`)."""
         return self.inner.first_order
 
     # ------------------------------------------------------------ inner loop

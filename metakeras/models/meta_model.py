@@ -36,6 +36,17 @@ class MetaModel(keras.Model):
         vectorize_tasks: if `True`, batch the tasks of a meta-batch with
             `torch.func.vmap`. Defaults to `False`.
         **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Example:
+
+    ```python
+    # MetaModel is abstract: use one of its subclasses, which all share
+    # this workflow.
+    model = metakeras.MAML(learner)  # a MetaModel
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(metakeras.tasks.SinusoidTasks(shots=5), epochs=2)
+    model.evaluate(metakeras.tasks.SinusoidTasks(shots=5, seed=1, steps=4))
+    ```
     """
 
     def __init__(self, learner, vectorize_tasks=False, **kwargs):

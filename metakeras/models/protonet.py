@@ -22,6 +22,13 @@ def prototype_logits(embeddings, prototypes, distance="euclidean", scale=1.0):
 
     Returns:
         `(n, ways)` logits.
+
+    Example:
+
+    >>> import torch
+    >>> logits = prototype_logits(torch.zeros(3, 4), torch.ones(2, 4))
+    >>> tuple(logits.shape)
+    (3, 2)
     """
     if distance == "euclidean":
         diff = embeddings[:, None, :] - prototypes[None, :, :]
@@ -188,6 +195,13 @@ class PrototypeClassifier(keras.Model):
         distance: `"euclidean"` or `"cosine"`. Defaults to `"euclidean"`.
         scale: multiplier of the scores. Defaults to `1.0`.
         **kwargs: passed to `keras.Model`.
+
+    Example:
+
+    ```python
+    classifier = protonet.adapt(support_x, support_y)  # a PrototypeClassifier
+    labels = classifier.predict(query_x).argmax(-1)
+    ```
     """
 
     def __init__(

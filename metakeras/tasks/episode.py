@@ -34,6 +34,13 @@ def unpack_episode(data):
 
     Raises:
         ValueError: if a key is missing or the structure is not an episode.
+
+    Example:
+
+    >>> import numpy as np
+    >>> batch = {k: np.zeros((2, 3, 1)) for k in EPISODE_KEYS}
+    >>> [a.shape for a in unpack_episode(batch)][0]
+    (2, 3, 1)
     """
     if (
         isinstance(data, (tuple, list))
@@ -75,6 +82,12 @@ def validate_episode(support_x, support_y, query_x, query_y, num_classes=None):
         ValueError: naming the offending argument, for wrong ranks, mismatched
             task/example counts, mismatched feature shapes, empty sets,
             non-finite values or labels out of range.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x, y = np.zeros((2, 4, 3), "float32"), np.zeros((2, 4), "int64")
+    >>> validate_episode(x, y, x, y, num_classes=2)  # passes silently
     """
     arrays = {
         "support_x": support_x,

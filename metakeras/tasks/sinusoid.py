@@ -122,7 +122,14 @@ class SinusoidTasks(keras.utils.PyDataset):
             self.epoch += 1
 
     def task_parameters(self, index):
-        """Returns `(amplitudes, phases)` of the tasks in batch `index`."""
+        """The amplitude and phase of each task of one batch.
+
+        Args:
+            index: the batch index, as for `tasks[index]`.
+
+        Returns:
+            A tuple `(amplitudes, phases)` of float arrays `(T,)`.
+        """
         amplitude, phase, _ = self._draw(index)
         return amplitude, phase
 

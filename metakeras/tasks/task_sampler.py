@@ -462,7 +462,14 @@ def _as_labels(y, num_examples):
             "`x` and `y` must hold the same number of examples "
             f"(got len(x)={num_examples}, len(y)={len(y)})."
         )
-    return y
+    return _text_as_str(y)
+
+
+def _text_as_str(labels):
+    """Object arrays of strings (pandas columns) as a NumPy string array."""
+    if labels.dtype == object and all(isinstance(v, str) for v in labels.tolist()):
+        return labels.astype(str)
+    return labels
 
 
 def _check_rotations(rotations, shape):
@@ -496,7 +503,9 @@ def _index_classes(y, classes, needed):
     if classes is None:
         labels = present
     else:
-        labels = np.unique(np.asarray(list(classes) if _is_iterable(classes) else []))
+        labels = np.unique(
+            _text_as_str(np.asarray(list(classes) if _is_iterable(classes) else []))
+        )
         if labels.size == 0:
             raise ValueError(
                 f"`classes` must list at least one label of `y`. Received: {classes!r}"

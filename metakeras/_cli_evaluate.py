@@ -1,0 +1,168 @@
+"""`metakeras evaluate`: score a saved model on test episodes.
+
+The dataset and episode shape default to those of the run that trained the
+model (the `config.json` that `metakeras train` writes beside `model.keras`),
+so `metakeras evaluate out/model.keras` needs no other argument. Every
+setting can be overridden with a flag.
+
+Outputs in the output folder (default: `<model folder>/evaluation`):
+`summary.csv`, `per_episode.csv`, `episode_distribution.png` and, for models
+with an inner loop, `adaptation_curve.png`; for classification also
+`confusion_matrix.png`.
+"""
+
+import json
+import os
+
+from metakeras import _cli_data, _cli_train
+from metakeras._cli_data import CLIError
+
+# Settings `evaluate` takes from the training run's config.json.
+_INHERITED = (
+    "dataset",
+    "data_dir",
+    "image_size",
+    "color_mode",
+    "ways",
+    "shots",
+    "queries",
+)
+
+
+def resolve_evaluation(model_path, overrides):
+    """The evaluation settings: training config, then flags.
+
+    Args:
+        model_path: the `.keras` file.
+        overrides: dict of the flags given (`dataset`, `data_dir`, `split`,
+            `episodes`, `ways`, `shots`, `queries`, `steps`, `batch_size`,
+            `seed`, `output_dir`, `download`, `image_size`).
+
+    Returns:
+        The resolved settings dict.
+
+    Raises:
+        CLIError: for a missing model file or invalid values.
+    """
+    if not os.path.isfile(model_path):
+        raise CLIError(f"model file {model_path!r} does not exist.", code=1)
+    if not model_path.endswith(".keras"):
+        raise CLIError(f"model file must end in .keras; received {model_path!r}.")
+    folder = os.path.dirname(os.path.abspath(model_path))
+    trained = {}
+    config_path = os.path.join(folder, "config.json")
+    if os.path.exists(config_path):
+        try:
+            with open(config_path) as f:
+                trained = json.load(f)
+        except (OSError, ValueError):
+            trained = {}
+    base = {k: trained[k] for k in _INHERITED if k in trained}
+    flags = {k: v for k, v in overrides.items() if k in _INHERITED or k == "download"}
+    settings = _cli_train.resolve_config(base, flags)
+    settings.update(
+        split=overrides.get("split", "test"),
+        episodes=overrides.get("episodes", 600),
+        steps=overrides.get("steps"),
+        batch_size=overrides.get("batch_size", 32),
+        seed=overrides.get("seed", 0),
+        output_dir=overrides.get("output_dir") or os.path.join(folder, "evaluation"),
+        rotations=False,
+    )
+    _cli_data.check_split(settings["dataset"], settings["split"])
+    return settings
+
+
+def run_evaluate(model_path, settings, log=print):
+    """Evaluates a saved model on `settings["episodes"]` episodes.
+
+    Args:
+        model_path: the `.keras` file.
+        settings: from `resolve_evaluation`.
+        log: where the summary table goes. Defaults to `print`.
+
+    Returns:
+        A dict with `results` (`EpisodeResults`) and `paths`.
+
+    Raises:
+        CLIError: if the model cannot be loaded or does not fit the episodes.
+    """
+    import keras
+
+    # Registers the pruning and quantization classes that a compressed model
+    # refers to (`metakeras train --prune/--quantize`).
+    import metakeras.callbacks  # noqa: F401
+    from metakeras import plots
+    from metakeras.evaluation import evaluate_episodes
+    from metakeras.models import MetaModel
+
+    try:
+        model = keras.models.load_model(model_path)
+    except Exception as error:  # Keras raises many types for a bad file.
+        reason = str(error).strip().splitlines()[0][:300] if str(error) else ""
+        raise CLIError(
+            f"cannot load {model_path!r} as a Keras model: {reason}", code=1
+        ) from None
+    if not isinstance(model, MetaModel):
+        raise CLIError(
+            f"{model_path!r} holds a {type(model).__name__}, not a metakeras "
+            "meta-learning model (saved by `metakeras train` or model.save)."
+        )
+    classification = _cli_data.is_classification(settings["dataset"])
+    heads = model.learner.output_shape[-1]
+    has_head = getattr(model, "inner", None) is not None
+    if classification and has_head and heads != settings["ways"]:
+        raise CLIError(
+            f"the model predicts {heads} classes, so episodes must be "
+            f"{heads}-way; received ways={settings['ways']}."
+        )
+    episodes = settings["episodes"]
+    batch = min(settings["batch_size"], episodes)
+    try:
+        tasks = _cli_train.build_tasks(
+            settings,
+            settings["split"],
+            steps=-(-episodes // batch),
+            seed=settings["seed"],
+            resample=False,
+            meta_batch_size=batch,
+        )
+        results = evaluate_episodes(
+            model,
+            tasks,
+            episodes=episodes,
+            steps=settings["steps"],
+            batch_size=batch,
+            # Only inner loops are random (mini-batches, Dropout); a seed with
+            # a model without one trips `evaluation._derived_seed` (steps=-1).
+            seed=settings["seed"] if has_head else None,
+        )
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    out = settings["output_dir"]
+    paths = {
+        "summary": results.to_csv(os.path.join(out, "summary.csv")),
+        "per_episode": results.to_csv(
+            os.path.join(out, "per_episode.csv"), which="per_episode"
+        ),
+        "distribution": plots.plot_episode_distribution(
+            results, os.path.join(out, "episode_distribution.png")
+        ),
+    }
+    if results.has_steps and len(results.steps) > 1:
+        paths["adaptation"] = plots.plot_adaptation_curve(
+            results, os.path.join(out, "adaptation_curve.png")
+        )
+    if results.task == "classification":
+        paths["confusion"] = plots.plot_confusion_matrix(
+            results, os.path.join(out, "confusion_matrix.png"), normalize=True
+        )
+    log(
+        f"{settings['dataset']} {settings['split']} split, {results.episodes} "
+        f"episodes, {settings['ways']}-way {settings['shots']}-shot"
+        if classification
+        else f"sinusoid test tasks, {results.episodes} episodes, "
+        f"{settings['shots']} shots"
+    )
+    log(results.to_markdown())
+    return {"results": results, "paths": paths}

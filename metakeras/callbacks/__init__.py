@@ -1,0 +1,37 @@
+"""Compression callbacks: pruning and quantization inside meta-training.
+
+`MagnitudePruning` zeroes the smallest weights on a schedule (`ConstantSparsity`,
+`PolynomialDecay`, the names of TensorFlow Model Optimization) and keeps them
+zero through the outer optimizer step and the inner-loop adaptation;
+`strip_pruning` removes the masks. `Quantization` quantizes weights to int8
+(int4, float8) at the end of training, optionally after quantization-aware
+fine-tuning; `quantize_weights` does the same outside `fit`.
+`compression_report` compares models before and after compression on
+identical evaluation episodes.
+"""
+
+from metakeras.callbacks.pruning import MagnitudePruning, PruningMask, strip_pruning
+from metakeras.callbacks.quantization import (
+    FakeQuantization,
+    Quantization,
+    quantize_weights,
+)
+from metakeras.callbacks.report import compression_report
+from metakeras.callbacks.schedules import (
+    ConstantSparsity,
+    PolynomialDecay,
+    PruningSchedule,
+)
+
+__all__ = [
+    "ConstantSparsity",
+    "FakeQuantization",
+    "MagnitudePruning",
+    "PolynomialDecay",
+    "PruningMask",
+    "PruningSchedule",
+    "Quantization",
+    "compression_report",
+    "quantize_weights",
+    "strip_pruning",
+]

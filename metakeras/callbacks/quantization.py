@@ -1,0 +1,310 @@
+"""Post-training and quantization-aware weight quantization for meta-learners."""
+
+import numbers
+
+import keras
+
+from metakeras.callbacks import _layers
+
+MODES = ("int8", "int4", "float8")
+# Layers Keras quantizes itself (`Layer.quantize`): stored and computed in
+# int8/int4. Exact types: Keras refuses subclasses.
+_KERAS_QUANTIZABLE = (keras.layers.Dense, keras.layers.EinsumDense)
+_KERAS_MODES = ("int8", "int4")
+_FLOAT8_MAX = 448.0  # largest finite float8_e4m3fn value
+
+
+def quantize_weights(model, mode="int8", layers=None):
+    """Quantizes a model's weights in place.
+
+    Two kinds of quantization, chosen per layer:
+
+    - **Keras quantization** (`Layer.quantize`, as `Model.quantize` does) for
+      `Dense` and `EinsumDense` kernels in `"int8"` and `"int4"` modes: the
+      kernel is stored (and saved) as int8 (two int4 values per byte) with
+      a per-output-channel scale, and the layer computes in int8. Used for
+      models whose adaptation runs the learner forward only: `ProtoNet`
+      (without `vectorize_tasks`) and plain Keras models.
+    - **Weight quantization** (quantize-dequantize with
+      `keras.quantizers.abs_max_quantize`, per output channel) for every other
+      chosen layer (convolutions, which Keras cannot quantize) and for every
+      layer of a model with a gradient inner loop (`MAML`, `MetaSGD`, `ANIL`)
+      or with `vectorize_tasks=True`: Keras's quantized layers use a custom
+      autograd function that `torch.func` (the inner loop, `vmap`) cannot
+      differentiate. The kernel stays a float32 variable holding values of the
+      int8 grid (at most 256 distinct values per output channel, 16 for int4),
+      so the saved file does not shrink, but the meta-learned initialisation
+      is exactly what an int8 deployment holds. `"float8"` mode always uses
+      weight quantization (float8_e4m3fn with a per-channel scale): Keras's
+      `float8` mode is for float8 training and keeps float32 kernels.
+
+    After Keras quantization the model gets a new optimizer (same
+    configuration and step count) for its remaining trainable variables.
+
+    What `adapt` does on a quantized model: ProtoNet computes prototypes with
+    the int8 network (no weight changes). A MAML-family model adapts the
+    quantized (dequantized-valued) weights in float32 with its usual inner
+    loop; the returned task model is float32 and can be re-quantized with
+    `quantize_weights(adapted)`.
+
+    Pruned weights stay zero (zero is on every grid); a `PruningMask` stays
+    in place and is still saved.
+
+    Args:
+        model: a metakeras `MetaModel` (its `learner` is quantized) or a
+            Keras model.
+        mode: `"int8"`, `"int4"` or `"float8"`. Defaults to `"int8"`.
+        layers: names of the layers to quantize; `None` quantizes every
+            Dense, EinsumDense and convolution layer. Defaults to `None`.
+
+    Returns:
+        A dict mapping each quantized layer's name to `"keras"` or
+        `"weights"` (the kind of quantization it got).
+
+    Raises:
+        ValueError: for an unsupported `mode`, unknown layer names, or a
+            model that is not built.
+
+    Example:
+
+    ```python
+    quantize_weights(protonet, "int8")   # conv kernels on the int8 grid
+    protonet.save("protonet_int8.keras")
+    ```
+    """
+    _check_mode(mode)
+    names = _layers.check_names(layers, "layers")
+    learner = _layers.learner_of(model)
+    if not learner.built:
+        raise ValueError(
+            f"The model {model.name!r} must be built (trained or called once) "
+            "before it is quantized."
+        )
+    chosen = _layers.select_layers(learner, names, "layers")
+    functional = getattr(model, "inner", None) is not None or bool(
+        getattr(model, "vectorize_tasks", False)
+    )
+    kinds = {}
+    native = []
+    for layer in chosen:
+        if (
+            not functional
+            and mode in _KERAS_MODES
+            and type(layer) in _KERAS_QUANTIZABLE
+        ):
+            native.append(layer)
+            kinds[layer.name] = "keras"
+        else:
+            kernel = layer.kernel
+            kernel.assign(fake_quantize(kernel, mode))
+            kinds[layer.name] = "weights"
+    if native:
+        ids = {id(layer) for layer in native}
+        learner.quantize(mode, filters=lambda layer: id(layer) in ids)
+        _rebuild_optimizer(model)
+    return kinds
+
+
+def fake_quantize(weights, mode="int8"):
+    """Rounds a kernel to the `mode` grid, per output channel (last axis).
+
+    Args:
+        weights: a float kernel (tensor or variable); its last axis holds the
+            output channels.
+        mode: `"int8"`, `"int4"` or `"float8"`. Defaults to `"int8"`.
+
+    Returns:
+        A float tensor of the same shape and dtype whose values are
+        `q / scale` for integer (or float8) `q`.
+    """
+    _check_mode(mode)
+    weights = keras.ops.convert_to_tensor(weights)
+    axis = tuple(range(len(weights.shape) - 1)) or None
+    if mode == "float8":
+        amax = keras.ops.max(keras.ops.abs(weights), axis=axis, keepdims=True)
+        scale = _FLOAT8_MAX / keras.ops.maximum(amax, keras.backend.epsilon())
+        grid = keras.ops.cast(
+            keras.ops.cast(weights * scale, "float8_e4m3fn"), weights.dtype
+        )
+        return grid / scale
+    value_range = (-127, 127) if mode == "int8" else (-8, 7)
+    quantized, scale = keras.quantizers.abs_max_quantize(
+        weights, axis=axis, value_range=value_range, dtype="int8"
+    )
+    return keras.ops.cast(quantized, weights.dtype) / scale
+
+
+@keras.saving.register_keras_serializable(package="metakeras")
+class FakeQuantization(keras.constraints.Constraint):
+    """Straight-through fake quantization of the inner loop's fast weights.
+
+    Quantization-aware training keeps float "master" weights and runs the
+    forward pass with their quantized values, passing gradients straight
+    through the rounding. In metakeras the inner loop applies a variable's
+    constraint to the fast weights after every inner step, so this
+    constraint makes the adapted weights that score the query set (and so
+    the meta-gradient) those of the quantized network:
+    `w + stop_gradient(fake_quantize(w) - w)`. Applied by the optimizer to
+    the variable itself it leaves the master weights unchanged (apart from
+    the constraint it wraps), so small outer updates are not rounded away.
+
+    Args:
+        mode: `"int8"`, `"int4"` or `"float8"`. Defaults to `"int8"`.
+        constraint: a constraint applied first (e.g. a `PruningMask`).
+            Defaults to `None`.
+
+    Raises:
+        ValueError: for an unsupported `mode`.
+
+    Example:
+
+    ```python
+    # Installed by `Quantization(fine_tune_epochs=k)`; by hand:
+    dense.kernel.constraint = FakeQuantization("int8", dense.kernel.constraint)
+    ```
+    """
+
+    def __init__(self, mode="int8", constraint=None):
+        _check_mode(mode)
+        self.mode = mode
+        self.constraint = keras.constraints.get(constraint)
+
+    def __call__(self, w):
+        if self.constraint is not None:
+            w = self.constraint(w)
+        if isinstance(w, keras.Variable):
+            return w
+        return w + keras.ops.stop_gradient(fake_quantize(w, self.mode) - w)
+
+    def get_config(self):
+        return {
+            "mode": self.mode,
+            "constraint": keras.constraints.serialize(self.constraint),
+        }
+
+
+@keras.saving.register_keras_serializable(package="metakeras")
+class Quantization(keras.callbacks.Callback):
+    """Quantizes the meta-learned weights at the end of training.
+
+    A meta-learned initialisation is only useful if it still adapts well
+    once compressed. At `on_train_end` this callback calls
+    `quantize_weights(model, mode, layers)`: Keras's own int8/int4
+    quantization for Dense layers of models that adapt without gradients
+    (ProtoNet), and weight quantization onto the int8 grid for convolutions
+    and for models with a gradient inner loop (see `quantize_weights` for
+    why, and for what `adapt` then does).
+
+    With `fine_tune_epochs=k`, the last `k` epochs are quantization-aware:
+    every quantized kernel gets a `FakeQuantization` constraint, so the
+    inner loop's fast weights are fake-quantized with straight-through
+    gradients and the meta-gradient optimizes the initialisation for the
+    quantized network. This needs a gradient inner loop (MAML family); for
+    other models it raises. The layers' own constraints (such as pruning
+    masks) stay in force.
+
+    The model is quantized in place and its optimizer is not meant to take
+    further steps afterwards (quantization is the last stage).
+
+    Args:
+        mode: `"int8"`, `"int4"` or `"float8"`. Defaults to `"int8"`.
+        fine_tune_epochs: number of final epochs trained quantization-aware.
+            Defaults to `0`.
+        layers: names of the layers to quantize; `None` for every Dense,
+            EinsumDense and convolution layer. Defaults to `None`.
+
+    Raises:
+        ValueError: for an unsupported `mode`, a negative
+            `fine_tune_epochs`, a `fine_tune_epochs` of a model without an
+            inner loop, or unknown layer names (when training starts).
+
+    Example:
+
+    ```python
+    model.fit(tasks, epochs=10, callbacks=[
+        metakeras.callbacks.MagnitudePruning(0.5),
+        metakeras.callbacks.Quantization("int8", fine_tune_epochs=2),
+    ])
+    model.save("int8.keras")
+    ```
+    """
+
+    def __init__(self, mode="int8", fine_tune_epochs=0, layers=None):
+        super().__init__()
+        _check_mode(mode)
+        if (
+            isinstance(fine_tune_epochs, bool)
+            or not isinstance(fine_tune_epochs, numbers.Integral)
+            or fine_tune_epochs < 0
+        ):
+            raise ValueError(
+                "`fine_tune_epochs` must be a non-negative integer. Received: "
+                f"fine_tune_epochs={fine_tune_epochs!r}"
+            )
+        self.mode = mode
+        self.fine_tune_epochs = int(fine_tune_epochs)
+        self.layers = _layers.check_names(layers, "layers")
+
+    def on_train_begin(self, logs=None):
+        learner = _layers.learner_of(self.model)
+        self._layers = _layers.select_layers(learner, self.layers, "layers")
+        self._fake = {}
+        if self.fine_tune_epochs and getattr(self.model, "inner", None) is None:
+            raise ValueError(
+                "`fine_tune_epochs` needs a model with a gradient inner loop (MAML, "
+                f"MetaSGD, ANIL); {type(self.model).__name__} has none, so "
+                "fake quantization would never run. Use fine_tune_epochs=0."
+            )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        epochs = self.params.get("epochs") if self.params else None
+        if (
+            self.fine_tune_epochs
+            and not self._fake
+            and epochs is not None
+            and epoch >= epochs - self.fine_tune_epochs
+        ):
+            for layer in self._layers:
+                kernel = layer.kernel
+                self._fake[id(kernel)] = (kernel, kernel.constraint)
+                kernel.constraint = FakeQuantization(
+                    self.mode, constraint=kernel.constraint
+                )
+
+    def on_train_end(self, logs=None):
+        for kernel, constraint in self._fake.values():
+            kernel.constraint = constraint
+        self._fake = {}
+        self.quantized_layers_ = quantize_weights(
+            self.model, self.mode, layers=[layer.name for layer in self._layers]
+        )
+
+    def get_config(self):
+        return {
+            "mode": self.mode,
+            "fine_tune_epochs": self.fine_tune_epochs,
+            "layers": self.layers,
+        }
+
+
+def _rebuild_optimizer(model):
+    """Gives `model` an optimizer for its remaining trainable variables.
+
+    Keras quantization replaces float kernels by int8 non-trainable ones; the
+    old optimizer would keep (and save) moments of the removed kernels. The
+    new one keeps the step count, so the model still reads as trained.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not optimizer.built:
+        return
+    fresh = optimizer.__class__.from_config(optimizer.get_config())
+    fresh.build(model.trainable_variables)
+    fresh.iterations.assign(optimizer.iterations)
+    model.optimizer = fresh
+
+
+def _check_mode(mode):
+    if mode not in MODES:
+        raise ValueError(
+            f"`mode` must be one of {list(MODES)}. Received: mode={mode!r}"
+        )

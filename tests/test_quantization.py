@@ -1,0 +1,366 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+import torch
+from conftest import classification_episodes, mlp
+
+import metakeras
+from metakeras.callbacks import (
+    FakeQuantization,
+    MagnitudePruning,
+    PolynomialDecay,
+    Quantization,
+    compression_report,
+    quantize_weights,
+    strip_pruning,
+)
+from metakeras.callbacks.quantization import fake_quantize
+from metakeras.datasets import digits
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _sinusoid(steps=3, meta_batch_size=4, seed=0):
+    return metakeras.tasks.SinusoidTasks(
+        shots=5, queries=5, meta_batch_size=meta_batch_size, steps=steps, seed=seed
+    )
+
+
+def _maml(hidden=16):
+    model = metakeras.MAML(
+        mlp(hidden=hidden, activation="relu"), inner_steps=2, inner_learning_rate=0.05
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    return model
+
+
+def _protonet(episodes_features=6):
+    embedding = keras.Sequential(
+        [
+            keras.Input((episodes_features,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(16),
+        ]
+    )
+    model = metakeras.ProtoNet(embedding)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _max_distinct_per_channel(kernel):
+    kernel = np.asarray(kernel).reshape(-1, np.shape(kernel)[-1])
+    return max(len(np.unique(kernel[:, c])) for c in range(kernel.shape[1]))
+
+
+# ---------------------------------------------------------- value grids
+
+
+@pytest.mark.parametrize(
+    "mode, levels, at_least", [("int8", 255, 128), ("int4", 15, 8), ("float8", 256, 64)]
+)
+def test_fake_quantize_has_few_values_per_channel(mode, levels, at_least):
+    weights = np.random.default_rng(0).normal(size=(8, 8, 16, 5)).astype("float32")
+    quantized = _numpy(fake_quantize(weights, mode))
+    assert quantized.shape == weights.shape
+    assert _max_distinct_per_channel(quantized) <= levels
+    assert _max_distinct_per_channel(quantized) >= at_least  # not collapsed
+    # Quantizing again changes nothing: the values are on the grid.
+    np.testing.assert_allclose(
+        _numpy(fake_quantize(quantized, mode)), quantized, rtol=1e-6
+    )
+    error = np.abs(quantized - weights).max()
+    assert error <= {"int8": 0.03, "int4": 0.4, "float8": 0.25}[mode]
+
+
+def test_maml_weights_are_quantized_onto_the_int8_grid():
+    model = _maml()
+    model.fit(_sinusoid(), epochs=1, verbose=0, callbacks=[Quantization("int8")])
+    for layer in model.learner.layers:
+        kernel = _numpy(layer.kernel)
+        assert kernel.dtype == np.float32  # stays differentiable for the inner loop
+        assert _max_distinct_per_channel(kernel) <= 256
+
+
+def test_conv_kernels_get_weight_quantization():
+    embedding = keras.Sequential(
+        [
+            keras.Input((1, 8, 8)),
+            keras.layers.Conv2D(6, 3, data_format="channels_first", name="conv"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(8, name="head"),
+        ]
+    )
+    model = metakeras.ProtoNet(embedding)
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x, y = digits.load_data()
+    tasks = metakeras.tasks.TaskSampler(
+        x, y, ways=3, shots=1, queries=2, meta_batch_size=2, steps=2, seed=0
+    )
+    callback = Quantization("int8")
+    model.fit(tasks, epochs=1, verbose=0, callbacks=[callback])
+    assert callback.quantized_layers_ == {"conv": "weights", "head": "keras"}
+    conv = _numpy(embedding.get_layer("conv").kernel)
+    assert _max_distinct_per_channel(conv) <= 256
+    assert embedding.get_layer("head").quantization_mode == "int8"
+
+
+def test_protonet_dense_layers_are_stored_in_int8_and_the_file_shrinks(tmp_path):
+    episodes = classification_episodes(tasks=8, features=6)
+    model = _protonet()
+    model.fit(episodes, batch_size=4, epochs=2, verbose=0)
+    float_copy = strip_pruning(model)
+    kinds = quantize_weights(model, "int8")
+    assert list(kinds.values()) == ["keras", "keras"]
+    for layer in model.learner.layers:
+        assert str(layer._kernel.dtype) == "int8"  # at most 256 values
+    float_path, int8_path = tmp_path / "float.keras", tmp_path / "int8.keras"
+    float_copy.save(float_path)
+    model.save(int8_path)
+    # (A tiny model: the config and file structure are most of both files.)
+    assert os.path.getsize(int8_path) < os.path.getsize(float_path)
+
+    loaded = keras.models.load_model(int8_path)
+    assert loaded.learner.layers[0].quantization_mode == "int8"
+    sx, sy, qx = episodes["support_x"], episodes["support_y"], episodes["query_x"]
+    quantized = model.adapt_and_predict(sx, sy, qx)
+    np.testing.assert_allclose(
+        loaded.adapt_and_predict(sx, sy, qx), quantized, rtol=1e-5
+    )
+    # int8 predictions stay close to the float ones and classify the same.
+    reference = float_copy.adapt_and_predict(sx, sy, qx)
+    agreement = np.mean(reference.argmax(-1) == quantized.argmax(-1))
+    assert agreement >= 0.95
+    # `adapt` builds the prototype classifier with the int8 embedding.
+    classifier = model.adapt(sx[0], sy[0])
+    np.testing.assert_allclose(
+        classifier.predict(qx[0], verbose=0), quantized[0], rtol=1e-4, atol=1e-4
+    )
+
+
+def test_adapt_on_a_quantized_maml_adapts_the_dequantized_weights():
+    model = _maml()
+    model.fit(_sinusoid(), epochs=1, verbose=0, callbacks=[Quantization("int8")])
+    grid = [_numpy(layer.kernel) for layer in model.learner.layers]
+    task = _sinusoid(meta_batch_size=1, seed=5)[0]
+    adapted = model.adapt(task["support_x"][0], task["support_y"][0], steps=3)
+    for layer, start in zip(adapted.layers, grid):
+        assert not np.array_equal(_numpy(layer.kernel), start)  # adapted in float
+    # The meta-learned (quantized) weights are untouched.
+    for layer, start in zip(model.learner.layers, grid):
+        np.testing.assert_array_equal(_numpy(layer.kernel), start)
+    before = adapted.predict(task["query_x"][0], verbose=0)
+    # The adapted task model can be re-quantized for deployment.
+    quantize_weights(adapted, "int8")
+    for layer in adapted.layers:
+        assert layer.quantization_mode == "int8"
+    after = adapted.predict(task["query_x"][0], verbose=0)
+    np.testing.assert_allclose(after, before, atol=0.05 * np.abs(before).max() + 1e-3)
+
+
+def test_quantization_keeps_pruned_zeros_and_masks_are_saved(tmp_path):
+    model = _maml()
+    model.fit(
+        _sinusoid(),
+        epochs=1,
+        verbose=0,
+        callbacks=[MagnitudePruning(0.5), Quantization("int8")],
+    )
+    for layer in model.learner.layers:
+        mask = _numpy(layer.kernel_constraint.mask)
+        assert np.all(_numpy(layer.kernel)[mask == 0] == 0)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    for layer, original in zip(loaded.learner.layers, model.learner.layers):
+        np.testing.assert_array_equal(_numpy(layer.kernel), _numpy(original.kernel))
+
+
+def test_quantization_aware_fine_tuning_fake_quantizes_the_fast_weights():
+    model = _maml()
+
+    class Spy(keras.callbacks.Callback):
+        constraints = {}
+
+        def on_epoch_end(self, epoch, logs=None):
+            kernel = self.model.learner.layers[0].kernel
+            self.constraints[epoch] = type(kernel.constraint).__name__
+
+    spy = Spy()
+    model.fit(
+        _sinusoid(steps=2),
+        epochs=3,
+        verbose=0,
+        callbacks=[
+            MagnitudePruning(0.5),
+            Quantization("int8", fine_tune_epochs=1),
+            spy,
+        ],
+    )
+    assert spy.constraints == {
+        0: "PruningMask",
+        1: "PruningMask",
+        2: "FakeQuantization",
+    }
+    for layer in model.learner.layers:
+        # Restored after training, and the weights are on the grid.
+        assert type(layer.kernel.constraint).__name__ == "PruningMask"
+        assert _max_distinct_per_channel(_numpy(layer.kernel)) <= 256
+
+
+def test_fake_quantization_is_straight_through():
+    constraint = FakeQuantization("int4")
+    w = torch.linspace(-1.0, 1.0, 12).reshape(3, 4).requires_grad_()
+    out = constraint(w)
+    np.testing.assert_allclose(
+        out.detach().numpy(), _numpy(fake_quantize(w.detach(), "int4"))
+    )
+    (out * torch.arange(12.0).reshape(3, 4)).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), np.arange(12.0).reshape(3, 4))
+    variable = keras.Variable(np.ones((2, 2), "float32") * 0.3)
+    assert constraint(variable) is variable  # master weights stay float
+
+
+# ------------------------------------------------------------------ quality
+
+
+def test_half_pruning_plus_int8_loses_little_few_shot_accuracy(tmp_path):
+    x, y = digits.load_data()
+
+    def tasks(classes, seed, steps, batch):
+        return metakeras.tasks.TaskSampler(
+            x,
+            y,
+            ways=5,
+            shots=1,
+            queries=5,
+            meta_batch_size=batch,
+            steps=steps,
+            classes=classes,
+            seed=seed,
+        )
+
+    def train(callbacks):
+        keras.utils.set_random_seed(0)
+        embedding = keras.Sequential(
+            [
+                keras.Input((1, 8, 8)),
+                keras.layers.Flatten(),
+                keras.layers.Dense(64, activation="relu"),
+                keras.layers.Dense(32),
+            ]
+        )
+        model = metakeras.ProtoNet(embedding)
+        model.compile(
+            optimizer=keras.optimizers.Adam(3e-3),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        model.fit(tasks(range(5), 0, 40, 8), epochs=1, verbose=0, callbacks=callbacks)
+        return model
+
+    reference = train([])
+    compressed = train(
+        [
+            MagnitudePruning(
+                PolynomialDecay(0.0, 0.5, begin_step=10, end_step=25, frequency=5)
+            ),
+            Quantization("int8"),
+        ]
+    )
+    report = compression_report(
+        {"float": reference, "pruned50_int8": compressed},
+        tasks(range(5, 10), 1, 4, 50),
+        episodes=200,
+        directory=tmp_path,
+    )
+    float_row, small_row = report.iloc[0], report.iloc[1]
+    assert small_row["sparsity"] > 0.45
+    assert small_row["file_bytes"] < 0.6 * float_row["file_bytes"]
+    assert float_row["mean"] > 0.4  # well above chance (0.2): it learned
+    # Measured: about -2 points (0.51 -> 0.49) with a paired 95% CI of ~1 point.
+    assert small_row["difference"] > -0.05, report.to_string()
+
+
+def test_compression_report_columns(tmp_path):
+    model = _maml()
+    model.fit(_sinusoid(), epochs=1, verbose=0)
+    pruned = _maml()
+    pruned.fit(_sinusoid(), epochs=1, verbose=0, callbacks=[MagnitudePruning(0.5)])
+    report = compression_report(
+        {"a": model, "b": pruned}, _sinusoid(seed=9), episodes=8, directory=tmp_path
+    )
+    assert list(report.columns) == [
+        "model",
+        "parameters",
+        "nonzero",
+        "sparsity",
+        "file_bytes",
+        "metric",
+        "mean",
+        "ci95",
+        "difference",
+        "difference_ci95",
+    ]
+    assert report["metric"].tolist() == ["mse", "mse"]
+    assert (
+        report.loc[0, "parameters"] == report.loc[1, "parameters"] == 16 + 16 + 16 + 1
+    )
+    assert report.loc[1, "nonzero"] <= report.loc[1, "parameters"] - 16
+    assert (tmp_path / "a.keras").exists() and (tmp_path / "b.keras").exists()
+    with pytest.raises(ValueError, match=r"metric.*Valid choices"):
+        compression_report(
+            {"a": model, "b": pruned}, _sinusoid(seed=9), episodes=4, metric="accuracy"
+        )
+
+
+# ------------------------------------------------------------ bad arguments
+
+
+def test_unsupported_mode_names_the_valid_choices():
+    for make in (
+        Quantization,
+        FakeQuantization,
+        lambda mode: quantize_weights(_maml(), mode),
+    ):
+        with pytest.raises(
+            ValueError,
+            match=r"`mode` must be one of \['int8', 'int4', 'float8'\].*'int2'",
+        ):
+            make("int2")
+
+
+def test_bad_quantization_arguments():
+    with pytest.raises(ValueError, match=r"fine_tune_epochs.*-1"):
+        Quantization("int8", fine_tune_epochs=-1)
+    with pytest.raises(ValueError, match="layers"):
+        Quantization("int8", layers="dense")
+    model = _protonet()
+    episodes = classification_episodes(tasks=4, features=6)
+    with pytest.raises(ValueError, match=r"fine_tune_epochs.*inner loop"):
+        model.fit(
+            episodes,
+            batch_size=2,
+            epochs=1,
+            verbose=0,
+            callbacks=[Quantization("int8", fine_tune_epochs=1)],
+        )
+    maml = _maml()
+    with pytest.raises(ValueError, match=r"unknown layer\(s\) \['nope'\]"):
+        maml.fit(
+            _sinusoid(steps=1),
+            epochs=1,
+            verbose=0,
+            callbacks=[Quantization("int8", layers=["nope"])],
+        )
+    config = Quantization("int4", fine_tune_epochs=2, layers=["dense"]).get_config()
+    assert Quantization(**config).get_config() == config
