@@ -631,10 +631,7 @@ class EpisodeResults:
         Returns:
             `path`.
         """
-        frame = self._table(which)
-        with atomic_path(path) as tmp:
-            frame.to_csv(tmp, index=False)
-        return path
+        return _write_csv(self._table(which), path)
 
     def to_markdown(self, path=None, which="summary", floatfmt=".4f"):
         """Formats a table as a Markdown (GitHub) table.
@@ -649,10 +646,7 @@ class EpisodeResults:
         Returns:
             The Markdown text.
         """
-        text = _markdown_table(self._table(which), floatfmt)
-        if path is not None:
-            _write_text(path, text)
-        return text
+        return _write_markdown(self._table(which), path, floatfmt)
 
     def __repr__(self):
         mean, half = self.mean()
@@ -743,10 +737,7 @@ class ModelComparison:
         Returns:
             `path`.
         """
-        frame = self._table(which)
-        with atomic_path(path) as tmp:
-            frame.to_csv(tmp, index=False)
-        return path
+        return _write_csv(self._table(which), path)
 
     def to_markdown(self, path=None, which="summary", floatfmt=".4f"):
         """Formats `"summary"`, `"differences"` or `"per_episode"` as Markdown.
@@ -760,10 +751,7 @@ class ModelComparison:
         Returns:
             The Markdown text.
         """
-        text = _markdown_table(self._table(which), floatfmt)
-        if path is not None:
-            _write_text(path, text)
-        return text
+        return _write_markdown(self._table(which), path, floatfmt)
 
     def _table(self, which):
         if which == "summary":
@@ -1447,6 +1435,19 @@ def _run(
 
 
 # ----------------------------------------------------------------- exports
+
+
+def _write_csv(frame, path):
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
+
+
+def _write_markdown(frame, path, floatfmt):
+    text = _markdown_table(frame, floatfmt)
+    if path is not None:
+        _write_text(path, text)
+    return text
 
 
 def _markdown_table(frame, floatfmt=".4f"):
