@@ -139,10 +139,18 @@ class MetaModel(keras.Model):
             for v, g in zip(variables, gradients)
         ]
         with torch.no_grad():
-            self.optimizer.apply(gradients, variables)
-            for variable, value in zip(self.learner.non_trainable_variables, new_state):
-                variable.assign(value.detach())
+            self._apply_meta_update(gradients, variables, new_state)
         return self.compute_metrics(None, y, y_pred.detach())
+
+    def _apply_meta_update(self, gradients, variables, new_state):
+        """Applies one outer step: the meta-gradients and the learner's new state.
+
+        Every algorithm's `train_step` ends here, so what must happen to every
+        meta-gradient before the optimizer sees it lives in one place.
+        """
+        self.optimizer.apply(gradients, variables)
+        for variable, value in zip(self.learner.non_trainable_variables, new_state):
+            variable.assign(value.detach())
 
     def test_step(self, data):
         support_x, support_y, query_x, query_y = self._episode_tensors(data)

@@ -83,9 +83,7 @@ class Reptile(MAML):
             loss = self._compute_loss(y=y, y_pred=y_pred, training=True)
             self._loss_tracker.update_state(loss, sample_weight=y.shape[0])
             pseudo_gradients = [w - f.mean(dim=0) for w, f in zip(weights, fast)]
-            self.optimizer.apply(pseudo_gradients, variables)
-            for variable, value in zip(self.learner.non_trainable_variables, new_state):
-                variable.assign(value)
+            self._apply_meta_update(pseudo_gradients, variables, new_state)
         return self.compute_metrics(None, y, y_pred)
 
     def get_config(self):
