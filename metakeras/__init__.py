@@ -7,6 +7,7 @@ ensure_torch_backend()
 from metakeras import (  # noqa: E402
     callbacks,
     datasets,
+    distributed,
     evaluation,
     initializers,
     layers,
@@ -32,6 +33,7 @@ __all__ = [
     "models",
     "callbacks",
     "datasets",
+    "distributed",
     "evaluation",
     "sklearn",
     "tasks",

@@ -9,10 +9,13 @@ runs), and the fully resolved configuration is written to `config.json` so a
 run can always be reproduced and evaluated.
 
 Outputs in `output_dir`: `config.json`, `model.keras`, `history.csv` (Keras
-`CSVLogger`), `training_curves.png` and `backup/` (Keras `BackupAndRestore`).
+`CSVLogger`), `training_curves.png` and `backup/` (Keras `BackupAndRestore`,
+written at the end of every epoch, or every `backup_every` meta-batches).
 The backup is kept after training: rerunning the same command resumes an
-interrupted run from its last completed epoch, and rerunning it with more
-`epochs` continues training. Delete the output folder to start over.
+interrupted run exactly where the backup left it (`MetaModel.fit` restores
+the weights, optimizer, sampler position and random states, so the result
+equals an uninterrupted run), and rerunning it with more `epochs` continues
+training. Delete the output folder to start over.
 
 Compression: `prune = 0.5` (`--prune 0.5`) adds
 `metakeras.callbacks.MagnitudePruning(0.5)` and `quantize = "int8"`
@@ -41,7 +44,14 @@ COLOR_MODES = ("grayscale", "rgb")
 QUANTIZE_MODES = ("int8", "int4", "float8")
 _INNER_FIELDS = ("inner_steps", "inner_learning_rate", "inner_batch_size")
 # Fields whose change makes a backup in the output folder unusable.
-_RESUME_FREE = ("epochs", "output_dir", "data_dir", "download", "verbose")
+_RESUME_FREE = (
+    "epochs",
+    "output_dir",
+    "data_dir",
+    "download",
+    "verbose",
+    "backup_every",
+)
 
 
 def _positive_int(value):
@@ -96,6 +106,7 @@ FIELDS = {
     "optimizer": ("adam", OPTIMIZERS, "an optimizer"),
     "learning_rate": (1e-3, _positive_number, "a positive number"),
     "seed": (0, _non_negative_int, "an integer >= 0"),
+    "backup_every": (None, _positive_int, "a positive number of meta-batches"),
     "prune": (None, _fraction, "a sparsity in [0, 1)"),
     "quantize": (None, QUANTIZE_MODES, "a quantization mode"),
     "output_dir": ("metakeras_output", str, "a folder path"),
@@ -439,9 +450,13 @@ def run_train(config, callbacks=None, log=print):
             ones. Defaults to `None`.
         log: where progress lines go. Defaults to `print`.
 
+    Under `torchrun` every process trains its share of each meta-batch
+    (`metakeras.distributed`); only rank 0 logs and writes files.
+
     Returns:
         A dict with `paths` (the files written), `epochs_run` (this call) and
-        `history` (the whole `history.csv` as a `pandas.DataFrame`).
+        `history` (the whole `history.csv` as a `pandas.DataFrame`). On ranks
+        other than 0, `paths` is empty and `history` is `None`.
 
     Raises:
         CLIError: for a missing dataset, an output folder holding a run with a
@@ -450,9 +465,18 @@ def run_train(config, callbacks=None, log=print):
     import keras
     import pandas as pd
 
+    from metakeras import distributed
     from metakeras.plots import plot_history
 
     start = time.perf_counter()
+    # Under torchrun: join the process group; rank 0 alone writes and logs.
+    try:
+        distributed.initialize()
+    except (ValueError, RuntimeError) as error:
+        raise CLIError(str(error), 1) from None
+    main = distributed.rank() == 0
+    if not main:
+        log = _silent
     output_dir = config["output_dir"]
     paths = {
         "config": os.path.join(output_dir, "config.json"),
@@ -471,37 +495,67 @@ def run_train(config, callbacks=None, log=print):
         )
         example = tasks[0]["support_x"]
         model = build_model(config, example.shape[2:])
+        # This process's share of every meta-batch (all of it in one process).
+        shard = distributed.shard(tasks)
     except ValueError as error:
         raise CLIError(str(error)) from None
     try:
-        os.makedirs(output_dir, exist_ok=True)
+        if main:
+            os.makedirs(output_dir, exist_ok=True)
     except OSError as error:
         raise CLIError(
             f"cannot create output folder {output_dir!r}: {error}", 1
         ) from None
-    with atomic_path(paths["config"]) as tmp, open(tmp, "w") as f:
-        json.dump(config, f, indent=2)
-    if done:
-        # Episodes are a function of (seed, epoch, index): continue where the
-        # interrupted run stopped instead of replaying its first epochs.
-        tasks.epoch = done
+    if main:
+        with atomic_path(paths["config"]) as tmp, open(tmp, "w") as f:
+            json.dump(config, f, indent=2)
+    if done is not None:
+        # The backup restores the sampler's position, the weights and the
+        # random states (`MetaModel.fit`); the log keeps only the epochs the
+        # backup covers, so a redone epoch is not logged twice.
+        if main:
+            _truncate_history(paths["history"], done)
         log(f"Resuming from {paths['backup']}: {done} epoch(s) already done.")
     try:
         extra = _extra_callbacks(config)
     except ValueError as error:
         raise CLIError(str(error)) from None
     standard = [
-        keras.callbacks.BackupAndRestore(paths["backup"], delete_checkpoint=False),
+        # Every process restores from the backup; only rank 0 writes it.
         *extra,
         keras.callbacks.CSVLogger(paths["history"], append=bool(done)),
+        # After the logger: an epoch's row is written before its backup.
+        distributed.BackupAndRestore(
+            paths["backup"],
+            save_freq=config.get("backup_every") or "epoch",
+            delete_checkpoint=False,
+        ),
         keras.callbacks.TerminateOnNaN(),
     ]
-    history = model.fit(
-        tasks,
-        epochs=config["epochs"],
-        callbacks=standard + list(callbacks or []),
-        verbose=config["verbose"],
-    )
+    if not main:
+        standard = [c for c in standard if not isinstance(c, keras.callbacks.CSVLogger)]
+    try:
+        history = model.fit(
+            shard,
+            epochs=config["epochs"],
+            callbacks=standard + list(callbacks or []),
+            verbose=config["verbose"] if main else 0,
+        )
+    except FloatingPointError as error:
+        raise CLIError(
+            f"training stopped: {error} The backup in {paths['backup']!r} holds "
+            "the last good state.",
+            1,
+        ) from None
+    except ValueError as error:  # e.g. a damaged backup folder
+        raise CLIError(str(error), 1) from None
+    if not main:
+        return {
+            "paths": {},
+            "epochs_run": len(history.epoch),
+            "history": None,
+            "seconds": time.perf_counter() - start,
+        }
     with atomic_path(paths["model"]) as tmp:
         model.save(tmp)
     frame = pd.read_csv(paths["history"]) if os.path.exists(paths["history"]) else None
@@ -521,6 +575,34 @@ def run_train(config, callbacks=None, log=print):
         "history": frame,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _silent(*args, **kwargs):
+    """A `log` that drops its lines (processes other than rank 0)."""
+
+
+def _truncate_history(path, epochs):
+    """Keeps the header and the rows of the first `epochs` epochs of a log.
+
+    A run killed after `CSVLogger` wrote an epoch's row but before the
+    backup covered that epoch redoes the epoch; its row is dropped here so
+    it is not logged twice. A line cut short by the kill is dropped too.
+    """
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        lines = f.read().splitlines()
+    if not lines:
+        return
+    kept = [lines[0]]
+    width = lines[0].count(",")
+    for line in lines[1:]:
+        head = line.split(",", 1)[0]
+        if head.isdigit() and int(head) < epochs and line.count(",") == width:
+            kept.append(line)
+    if len(kept) != len(lines):
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            f.write("\n".join(kept) + "\n")
 
 
 def _completed_epochs(backup_dir):

@@ -12,21 +12,52 @@ def atomic_path(path):
     A crash or kill while writing leaves `path` as it was (absent or the
     previous complete file), never truncated.
 
+    The temporary file keeps every suffix of the final name
+    (`model.weights.h5` gives `.tmp-XXXX.weights.h5`), so writers that check
+    the extension (Keras's `save_weights`, `np.savez`) accept it. It is
+    flushed to disk (`fsync`) before the rename, so the rename never exposes
+    a file whose data is still in flight.
+
     Args:
         path: the final file path.
 
     Yields:
-        A temporary file path in the same directory, with the same suffix.
+        A temporary file path in the same directory, with the same suffixes.
+
+    Example:
+
+    ```python
+    with atomic_path("results/summary.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    ```
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=_suffix(path))
     os.close(fd)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _suffix(path):
+    """All suffixes of a file name: `a.weights.h5` -> `.weights.h5`."""
+    name = os.path.basename(path).lstrip(".")
+    return name[name.index(".") :] if "." in name else ""
+
+
+def _fsync(path):
+    if not os.path.isfile(path):
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # Some file systems do not support fsync; rename anyway.
+        pass
+    finally:
+        os.close(fd)

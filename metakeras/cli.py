@@ -1,6 +1,7 @@
 """The `metakeras` command line."""
 
 import argparse
+import builtins
 import os
 import sys
 
@@ -121,8 +122,9 @@ def _add_train(commands):
             "configuration), model.keras, history.csv and training_curves.png "
             "to --output-dir. Settings come from the defaults, then --config, "
             "then the flags. Rerunning the same command resumes an interrupted "
-            "run from its last completed epoch (Keras BackupAndRestore, kept in "
-            "<output-dir>/backup); with a larger --epochs it trains further."
+            "run exactly where its last backup left it (Keras BackupAndRestore, "
+            "kept in <output-dir>/backup; every epoch, or every N meta-batches "
+            "with --backup-every N); with a larger --epochs it trains further."
         ),
         argument_default=argparse.SUPPRESS,
     )
@@ -239,6 +241,13 @@ def _add_train(commands):
         help="outer learning rate (default: 0.001)",
     )
     fit.add_argument("--seed", type=_non_negative_int, help="random seed (default: 0)")
+    fit.add_argument(
+        "--backup-every",
+        type=_positive_int,
+        metavar="N",
+        help="back up every N meta-batches, so a killed run loses at most N "
+        "(default: at the end of every epoch)",
+    )
     compression = train.add_argument_group("compression (metakeras.callbacks)")
     compression.add_argument(
         "--prune",
@@ -373,7 +382,11 @@ def main(argv=None):
 
 
 def _train(args):
+    from metakeras import distributed
     from metakeras._cli_train import read_config_file, resolve_config, run_train
+
+    # Under torchrun only rank 0 prints; the others train silently.
+    print = builtins.print if distributed.rank() == 0 else _silent
 
     flags = vars(args).copy()
     flags.pop("command")
@@ -410,6 +423,10 @@ def _train(args):
         print(f"{name:>8}: {path}")
     print(f"wall time: {result['seconds']:.0f} s")
     return 0
+
+
+def _silent(*args, **kwargs):
+    """A `print` that prints nothing (ranks other than 0 under torchrun)."""
 
 
 def _evaluate(args):

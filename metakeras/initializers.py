@@ -25,8 +25,10 @@ def load_initial_weights(learner, source):
         `learner`, now holding the source's weights.
 
     Raises:
-        ValueError: if the source is of an unknown kind or its weights do not
-            match the learner's (the first mismatch is named).
+        ValueError: if the source is of an unknown kind, a damaged
+            (e.g. truncated) file, or its weights do not match the
+            learner's (the first mismatch is named). The learner is left
+            unchanged.
         FileNotFoundError: if the file does not exist.
 
     Example:
@@ -47,14 +49,30 @@ def load_initial_weights(learner, source):
         if not os.path.exists(path):
             raise FileNotFoundError(f"`source` file not found: {path!r}")
         if path.endswith(".weights.h5"):
-            learner.load_weights(path)
+            before = learner.get_weights()
+            try:
+                learner.load_weights(path)
+            except Exception as error:
+                # A damaged file can fail halfway: put every weight back.
+                learner.set_weights(before)
+                raise ValueError(
+                    f"Cannot load `source` {path!r} into the learner: "
+                    f"{type(error).__name__}: {error}. The file may be truncated "
+                    "or hold another architecture; the learner is unchanged."
+                ) from error
             return learner
         if not path.endswith(".keras"):
             raise ValueError(
                 "`source` must be a .keras or .weights.h5 file or a keras.Model. "
                 f"Received: {path!r}"
             )
-        source = keras.models.load_model(path, compile=False)
+        try:
+            source = keras.models.load_model(path, compile=False)
+        except Exception as error:
+            raise ValueError(
+                f"Cannot read `source` {path!r}: {type(error).__name__}: {error}. "
+                "The file may be truncated or not a Keras model file."
+            ) from error
     if not isinstance(source, keras.Model):
         raise ValueError(
             "`source` must be a .keras or .weights.h5 file or a keras.Model. "

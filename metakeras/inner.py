@@ -32,6 +32,16 @@ class InnerLoop:
         shuffle: with `batch_size`, draw the mini-batches from a fresh random
             permutation of the support set (cycling through it); otherwise
             take them in order. Defaults to `True`.
+        clipnorm: if set, each weight's inner gradient is rescaled at every
+            step so that its L2 norm is at most `clipnorm`, as Keras
+            optimizers' `clipnorm`. The clipping is part of the
+            differentiated computation (second order sees it). Defaults to
+            `None`.
+        global_clipnorm: if set, the inner gradients of all adapted weights
+            are rescaled together so that their joint L2 norm is at most
+            `global_clipnorm`, as Keras optimizers' `global_clipnorm`. Only
+            one of `clipnorm` and `global_clipnorm` can be set. Defaults to
+            `None`.
 
     Example:
 
@@ -47,6 +57,8 @@ class InnerLoop:
         first_order=False,
         batch_size=None,
         shuffle=True,
+        clipnorm=None,
+        global_clipnorm=None,
     ):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(
@@ -79,11 +91,33 @@ class InnerLoop:
             )
         if not isinstance(shuffle, bool):
             raise ValueError(f"`shuffle` must be True or False. Received: {shuffle!r}")
+        for name, value in (
+            ("clipnorm", clipnorm),
+            ("global_clipnorm", global_clipnorm),
+        ):
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 < value < float("inf")
+            ):
+                raise ValueError(
+                    f"`{name}` must be None or a positive finite number. "
+                    f"Received: {name}={value!r}"
+                )
+        if clipnorm is not None and global_clipnorm is not None:
+            raise ValueError(
+                "Only one of `clipnorm` and `global_clipnorm` can be set. "
+                f"Received: clipnorm={clipnorm!r}, global_clipnorm={global_clipnorm!r}"
+            )
         self.steps = steps
         self.learning_rate = float(learning_rate)
         self.first_order = first_order
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.clipnorm = None if clipnorm is None else float(clipnorm)
+        self.global_clipnorm = (
+            None if global_clipnorm is None else float(global_clipnorm)
+        )
 
     def run(
         self,
@@ -94,6 +128,7 @@ class InnerLoop:
         adapt_mask=None,
         learning_rates=None,
         constraints=None,
+        monitor=None,
     ):
         """Adapts `weights` by gradient descent on `loss_fn`.
 
@@ -118,6 +153,14 @@ class InnerLoop:
                 applies a variable's `constraint` after every optimizer step
                 (pruning masks use this, so a pruned weight stays zero after
                 adaptation). Defaults to `None`.
+            monitor: `None` or a function `monitor(step, loss, gradients,
+                weights)` called after every step with the step index, the
+                support loss at the step's starting weights, the (clipped)
+                gradients of the adapted weights and the new fast weights
+                (all of them, adapted or not).
+                For diagnostics: reading the values synchronises with the
+                device, so training never passes one (`MetaModel` uses it to
+                say where a non-finite value arose). Defaults to `None`.
 
         Returns:
             The list of adapted weights. When differentiating through the
@@ -142,13 +185,29 @@ class InnerLoop:
             at = [fast[i] for i in adapted]
             if self.first_order:
                 at = [w.detach() for w in at]
-            grads = torch.func.grad(adapted_loss)(at)
+            if monitor is None:
+                grads = torch.func.grad(adapted_loss)(at)
+            else:
+                grads, loss = torch.func.grad_and_value(adapted_loss)(at)
+            grads = self._clip(grads)
             fast = list(fast)
             for i, g in zip(adapted, grads):
                 fast[i] = fast[i] - learning_rates[i] * g
                 if constraints is not None and constraints[i] is not None:
                     fast[i] = constraints[i](fast[i])
+            if monitor is not None:
+                monitor(step, loss, grads, fast)
         return fast
+
+    def _clip(self, grads):
+        """Clips the inner gradients by norm, as Keras optimizers do."""
+        if self.clipnorm is not None:
+            return [g * (self.clipnorm / _safe_norm(g, self.clipnorm)) for g in grads]
+        if self.global_clipnorm is not None:
+            total = sum(torch.sum(torch.square(g)) for g in grads)
+            scale = self.global_clipnorm / _safe_sqrt(total, self.global_clipnorm)
+            return [g * scale for g in grads]
+        return grads
 
     def batches(self, num_examples, steps=None):
         """Support indices of each step's mini-batch, or `None` for full batch.
@@ -188,6 +247,8 @@ class InnerLoop:
             "first_order": self.first_order,
             "batch_size": self.batch_size,
             "shuffle": self.shuffle,
+            "clipnorm": self.clipnorm,
+            "global_clipnorm": self.global_clipnorm,
         }
 
     @classmethod
@@ -197,3 +258,17 @@ class InnerLoop:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"InnerLoop({args})"
+
+
+def _safe_norm(tensor, floor):
+    """`max(||tensor||, floor)`, twice differentiable also at zero."""
+    return _safe_sqrt(torch.sum(torch.square(tensor)), floor)
+
+
+def _safe_sqrt(square_sum, floor):
+    # sqrt's derivative is infinite at 0; as in Keras's `clip_by_norm`, take
+    # the root of a safe value where the sum is zero (the result is `floor`).
+    positive = square_sum > 0
+    safe = torch.where(positive, square_sum, torch.ones_like(square_sum))
+    norm = torch.where(positive, torch.sqrt(safe), square_sum)
+    return torch.clamp(norm, min=floor)

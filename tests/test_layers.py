@@ -102,3 +102,112 @@ def test_other_layouts_fall_back_to_keras():
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(padding="same"),
+        dict(padding="valid", strides=2),
+        dict(padding="same", dilation_rate=2, activation="relu"),
+        dict(padding="same", strides=2),  # falls back to Keras
+        dict(padding="same", use_bias=False),
+    ],
+)
+def test_conv2d_matches_keras_values_and_second_order_gradients(kwargs):
+    from metakeras.layers import Conv2D
+
+    keras.utils.set_random_seed(0)
+    x = torch.randn(4, 3, 9, 9)
+    ours = Conv2D(5, 3, data_format="channels_first", **kwargs)
+    theirs = keras.layers.Conv2D(5, 3, data_format="channels_first", **kwargs)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    weights = [torch.randn(tuple(v.shape), requires_grad=True) for v in ours.weights]
+
+    def second_order(layer):
+        y, _ = layer.stateless_call(weights, [], x)
+        grads = torch.autograd.grad((y**2).mean(), weights, create_graph=True)
+        outer = torch.autograd.grad(sum((g**3).sum() for g in grads), weights)
+        return y, outer
+
+    y_ours, g_ours = second_order(ours)
+    y_theirs, g_theirs = second_order(theirs)
+    torch.testing.assert_close(y_ours, y_theirs, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_ours, g_theirs):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_conv2d_weights_and_config_interchange_with_keras(tmp_path):
+    from metakeras.layers import Conv2D
+
+    ours = keras.Sequential(
+        [keras.Input((1, 8, 8)), Conv2D(4, 3, data_format="channels_first")]
+    )
+    theirs = keras.Sequential(
+        [
+            keras.Input((1, 8, 8)),
+            keras.layers.Conv2D(4, 3, data_format="channels_first"),
+        ]
+    )
+    theirs.set_weights(ours.get_weights())
+    x = np.random.default_rng(0).random((2, 1, 8, 8)).astype("float32")
+    np.testing.assert_allclose(
+        ours.predict(x, verbose=0), theirs.predict(x, verbose=0), atol=1e-6
+    )
+    path = tmp_path / "conv.keras"
+    ours.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.layers[0]) is Conv2D
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), ours.predict(x, verbose=0))
+
+
+def _stateless_reference(model, weights, state, x, training):
+    return model.stateless_call(weights, state, x, training=training)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_stateless_forward_equals_stateless_call(training):
+    from metakeras.models._stateless import _plan, stateless_forward
+
+    keras.utils.set_random_seed(0)
+    head = keras.Sequential(
+        [
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(3),
+            keras.layers.Dropout(0.2, seed=4),
+        ]
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((1, 16, 16)),
+            metakeras.models.conv4(input_shape=(1, 16, 16)),
+            head,
+        ]
+    )
+    assert _plan(model) is not None  # nested Sequentials run layer by layer
+    x = torch.randn(6, 1, 16, 16)
+    weights = [v.value.clone().requires_grad_() for v in model.trainable_variables]
+    state = [v.value.clone() for v in model.non_trainable_variables]
+    results = []
+    for forward in (stateless_forward, _stateless_reference):
+        torch.manual_seed(1)  # unseeded Dropout draws from torch's global RNG
+        y, new_state = forward(model, weights, state, x, training)
+        grads = torch.autograd.grad((y**2).sum(), weights)
+        results.append((y, new_state, grads))
+    (y_a, s_a, g_a), (y_b, s_b, g_b) = results
+    torch.testing.assert_close(y_a, y_b)
+    for a, b in zip(s_a + list(g_a), s_b + list(g_b)):
+        torch.testing.assert_close(a, b)
+
+
+def test_stateless_forward_falls_back_for_masking_and_functional_models():
+    from metakeras.models._stateless import _plan
+
+    masked = keras.Sequential(
+        [keras.Input((4, 2)), keras.layers.Masking(), keras.layers.LSTM(3)]
+    )
+    inputs = keras.Input((4,))
+    functional = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    assert _plan(masked) is None
+    assert _plan(functional) is None

@@ -163,6 +163,14 @@ def test_standard_callbacks(tmp_path):
 
 def test_terminate_on_nan_stops_a_diverging_run():
     model = sinusoid_maml(inner_learning_rate=1e6, inner_steps=3)
+    # By default a non-finite meta-update stops `fit` with an explanation.
+    with pytest.raises(FloatingPointError, match="inner loop of task 0"):
+        model.fit(small_tasks(steps=20), epochs=3, verbose=0)
+    # With on_nonfinite="ignore" the update is applied as in plain Keras,
+    # and Keras's TerminateOnNaN stops the run.
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="mse", on_nonfinite="ignore"
+    )
     history = model.fit(
         small_tasks(steps=20),
         epochs=3,

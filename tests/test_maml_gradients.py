@@ -122,3 +122,40 @@ def test_meta_gradient_matches_finite_differences():
             assert gradient[index].ravel()[j] == pytest.approx(
                 numeric, abs=1e-4, rel=1e-3
             )
+
+
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum"])
+def test_per_task_backward_equals_the_joint_meta_batch_graph(reduction):
+    # The sequential path backpropagates task by task (to bound memory); the
+    # vectorized path differentiates the whole meta-batch at once. With a
+    # weight regularizer (counted once) and either loss reduction they agree.
+    updates = []
+    for vectorize_tasks in (False, True):
+        keras.utils.set_random_seed(5)
+        learner = keras.Sequential(
+            [
+                keras.Input((1,)),
+                keras.layers.Dense(
+                    8, activation="tanh", kernel_regularizer=keras.regularizers.L2(0.1)
+                ),
+                keras.layers.Dense(1),
+            ]
+        )
+        model = metakeras.MAML(
+            learner,
+            inner_steps=1,
+            inner_learning_rate=LR,
+            vectorize_tasks=vectorize_tasks,
+        )
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=1.0),
+            loss=keras.losses.MeanSquaredError(reduction=reduction),
+        )
+        before = [np.array(w) for w in model.learner.get_weights()]
+        logs = model.train_on_batch(_episodes(tasks=4), return_dict=True)
+        after = model.learner.get_weights()
+        updates.append(([b - a for b, a in zip(before, after)], logs["loss"]))
+    (sequential, loss_a), (joint, loss_b) = updates
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
+    for a, b in zip(sequential, joint):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)

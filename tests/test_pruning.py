@@ -324,6 +324,38 @@ def test_masks_survive_keras_save_and_load(tmp_path):
         assert np.all(_numpy(layer.kernel)[mask == 0] == 0)
 
 
+def test_adapted_model_carries_the_meta_models_masks(tmp_path):
+    model = _maml()
+    model.fit(
+        _sinusoid(steps=2), epochs=1, verbose=0, callbacks=[MagnitudePruning(0.5)]
+    )
+    task = _sinusoid(meta_batch_size=1, seed=4)[0]
+    adapted = model.adapt(task["support_x"][0], task["support_y"][0], steps=2)
+    for layer, original in zip(adapted.layers, model.learner.layers):
+        assert layer.kernel_constraint is not original.kernel_constraint
+        mask = _numpy(layer.kernel_constraint.mask)
+        np.testing.assert_array_equal(mask, _numpy(original.kernel_constraint.mask))
+        assert 0.4 < np.mean(mask == 0) < 0.6  # not the all-ones mask of a clone
+    # Training the task model further keeps its zeros too.
+    adapted.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    adapted.fit(task["query_x"][0], task["query_y"][0], epochs=2, verbose=0)
+    for layer in adapted.layers:
+        mask = _numpy(layer.kernel_constraint.mask)
+        assert np.all(_numpy(layer.kernel)[mask == 0] == 0)
+
+
+def test_masks_are_saved_as_bits():
+    mask = PruningMask((3, 5))
+    values = (np.arange(15).reshape(3, 5) % 3 != 0).astype("uint8")
+    mask.mask.assign(values)
+    store = {}
+    mask.save_own_variables(store)
+    assert store["0"].dtype == np.uint8 and store["0"].size == 2  # 15 bits
+    again = PruningMask((3, 5))
+    again.load_own_variables(store)
+    np.testing.assert_array_equal(_numpy(again.mask), values)
+
+
 def test_strip_pruning_bakes_zeros_and_removes_masks():
     model = _maml()
     model.fit(

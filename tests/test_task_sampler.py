@@ -134,6 +134,42 @@ def test_two_workers_give_the_episodes_of_one():
             np.testing.assert_array_equal(expected[key], received[key])
 
 
+@pytest.mark.parametrize(
+    "use_multiprocessing, shuffle", [(False, False), (True, False), (True, True)]
+)
+def test_workers_give_the_episodes_of_one_over_several_epochs(
+    use_multiprocessing, shuffle
+):
+    # The path `fit` takes: Keras's adapter with its OrderedEnqueuer, threads
+    # or processes, epoch after epoch. Every batch of the single-worker run
+    # arrives exactly once (in order unless Keras shuffles the batch order).
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    x, y = indexed_data([10] * 12)
+    kwargs = dict(ways=5, shots=1, queries=5, meta_batch_size=4, steps=6, seed=3)
+    reference = TaskSampler(x, y, **kwargs)
+    parallel = TaskSampler(
+        x, y, workers=2, use_multiprocessing=use_multiprocessing, **kwargs
+    )
+    adapter = PyDatasetAdapter(parallel, shuffle=shuffle)
+    for epoch in range(3):
+        reference.epoch = epoch
+        expected = [reference[i] for i in range(6)]
+        adapter.on_epoch_begin()
+        batches = list(adapter.get_numpy_iterator())
+        adapter.on_epoch_end()
+        assert len(batches) == 6
+        if shuffle:
+            # Episodes are index-pure: match each received batch to its index.
+            keys = [e["support_x"].tobytes() for e in expected]
+            order = [keys.index(b["support_x"].tobytes()) for b in batches]
+            assert sorted(order) == list(range(6))  # no duplicates, no drops
+            expected = [expected[i] for i in order]
+        for want, got in zip(expected, batches):
+            for key in want:
+                np.testing.assert_array_equal(want[key], got[key])
+
+
 def test_as_episodes_concatenates_the_epoch():
     x, y = indexed_data([8] * 6)
     sampler = TaskSampler(

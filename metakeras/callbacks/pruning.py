@@ -6,19 +6,18 @@ import keras
 import numpy as np
 import torch
 
-# Keras saves every `KerasSaveable` attribute of a layer (as it saves an
-# optimizer or a sub-layer); a mask kept on the layer's `kernel_constraint`
-# is therefore written to and read from `.keras` files with the layer.
-from keras.src.saving.keras_saveable import KerasSaveable
-
 from metakeras.callbacks import _layers
 from metakeras.callbacks.schedules import ConstantSparsity, PruningSchedule
 
 RANKINGS = ("layer", "global")
 
 
+# A `keras.Operation` (public) is a `KerasSaveable`: Keras saves such an
+# attribute of a layer with the layer, as it saves a sub-layer, so a mask kept
+# on the layer's `kernel_constraint` is written to and read from `.keras`
+# files (`save_own_variables`, `load_own_variables`).
 @keras.saving.register_keras_serializable(package="metakeras")
-class PruningMask(keras.constraints.Constraint, KerasSaveable):
+class PruningMask(keras.constraints.Constraint, keras.Operation):
     """A Keras constraint that multiplies a weight by a 0/1 mask.
 
     Keras applies a variable's `constraint` after every optimizer step, and
@@ -28,11 +27,13 @@ class PruningMask(keras.constraints.Constraint, KerasSaveable):
     `PruningMask` per pruned kernel, as the layer's `kernel_constraint` and
     the kernel variable's `constraint`.
 
-    The mask is a non-trainable uint8 `keras.Variable` (`mask`, 1 keeps, 0 prunes). It lives on the
-    layer's `kernel_constraint`, so it is part of the layer's config and its
-    values are saved in `.keras` files and restored by
-    `keras.models.load_model`; it is not one of the layer's `weights`, so
-    it is not part of a learner's `stateless_call` state.
+    The mask is a non-trainable uint8 `keras.Variable` (`mask`, 1 keeps, 0
+    prunes). It lives on the layer's `kernel_constraint`, so it is part of
+    the layer's config and its values are saved in `.keras` files (packed
+    eight to a byte) and restored by `keras.models.load_model`; it is not one
+    of the layer's `weights`, so it is not part of a learner's
+    `stateless_call` state. Copies of a learner made for adaptation (the
+    model `adapt` returns) carry the same mask values.
 
     Args:
         shape: shape of the masked weight.
@@ -49,6 +50,7 @@ class PruningMask(keras.constraints.Constraint, KerasSaveable):
     """
 
     def __init__(self, shape, constraint=None):
+        keras.Operation.__init__(self, name="pruning_mask")
         self.shape = tuple(int(d) for d in shape)
         self.constraint = keras.constraints.get(constraint)
         # Created here, not lazily: a loaded model reads the saved values into
@@ -66,17 +68,16 @@ class PruningMask(keras.constraints.Constraint, KerasSaveable):
             w = self.constraint(w)
         return keras.ops.multiply(w, keras.ops.cast(self.mask.value, w.dtype))
 
-    def _obj_type(self):
-        # Keras's saver walks an object's attributes minus those of a
-        # reference object of a known type; a plain Operation has none of
-        # ours, so all are visited (none but the mask holds state).
-        return "Operation"
-
     def save_own_variables(self, store):
-        store["0"] = self.mask
+        # One bit per weight: an eighth of a uint8 mask, the size of an int8
+        # kernel otherwise.
+        mask = keras.ops.convert_to_numpy(self.mask).astype(bool)
+        store["0"] = np.packbits(mask.reshape(-1))
 
     def load_own_variables(self, store):
-        self.mask.assign(store["0"])
+        size = int(np.prod(self.shape))
+        bits = np.unpackbits(np.asarray(store["0"], dtype="uint8"), count=size)
+        self.mask.assign(bits.reshape(self.shape))
 
     def get_config(self):
         return {

@@ -4,14 +4,14 @@ import numbers
 
 import keras
 
-from metakeras.callbacks import _layers
+from metakeras.callbacks import _layers, _quantized_kernel
+from metakeras.callbacks._quantized_kernel import FLOAT8_MAX, MODES  # noqa: F401
+from metakeras.callbacks._quantized_kernel import check_mode as _check_mode
 
-MODES = ("int8", "int4", "float8")
 # Layers Keras quantizes itself (`Layer.quantize`): stored and computed in
 # int8/int4. Exact types: Keras refuses subclasses.
 _KERAS_QUANTIZABLE = (keras.layers.Dense, keras.layers.EinsumDense)
 _KERAS_MODES = ("int8", "int4")
-_FLOAT8_MAX = 448.0  # largest finite float8_e4m3fn value
 
 
 def quantize_weights(model, mode="int8", layers=None):
@@ -21,31 +21,42 @@ def quantize_weights(model, mode="int8", layers=None):
 
     - **Keras quantization** (`Layer.quantize`, as `Model.quantize` does) for
       `Dense` and `EinsumDense` kernels in `"int8"` and `"int4"` modes: the
-      kernel is stored (and saved) as int8 (two int4 values per byte) with
-      a per-output-channel scale, and the layer computes in int8. Used for
+      kernel is held and saved as int8 (two int4 values per byte) with a
+      per-output-channel scale, and the layer computes in int8. Used for
       models whose adaptation runs the learner forward only: `ProtoNet`
-      (without `vectorize_tasks`) and plain Keras models.
-    - **Weight quantization** (quantize-dequantize with
-      `keras.quantizers.abs_max_quantize`, per output channel) for every other
-      chosen layer (convolutions, which Keras cannot quantize) and for every
-      layer of a model with a gradient inner loop (`MAML`, `MetaSGD`, `ANIL`)
-      or with `vectorize_tasks=True`: Keras's quantized layers use a custom
-      autograd function that `torch.func` (the inner loop, `vmap`) cannot
-      differentiate. The kernel stays a float32 variable holding values of the
-      int8 grid (at most 256 distinct values per output channel, 16 for int4),
-      so the saved file does not shrink, but the meta-learned initialisation
-      is exactly what an int8 deployment holds. `"float8"` mode always uses
-      weight quantization (float8_e4m3fn with a per-channel scale): Keras's
-      `float8` mode is for float8 training and keeps float32 kernels.
+      (without `vectorize_tasks`) and plain Keras models. Kind `"keras"`.
+    - **Weight quantization** for every other chosen layer: convolutions,
+      which Keras cannot quantize, and every layer of a model with a
+      gradient inner loop (`MAML`, `MetaSGD`, `ANIL`) or with
+      `vectorize_tasks=True` (Keras's quantized layers use a custom autograd
+      function that `torch.func`, the inner loop and `vmap`, cannot
+      differentiate). The kernel is rounded per output channel with
+      `keras.quantizers.abs_max_quantize` (at most 255 distinct values per
+      channel in int8, 16 in int4; float8_e4m3fn in `"float8"` mode) and
+      stays a float32 variable in memory, which the inner loop adapts like
+      any weight. The layer becomes its quantized-kernel twin (a registered
+      subclass, e.g. `QuantizedConv2D` for `Conv2D`, same variables and
+      call), which writes the kernel to `.keras` files as int8 (int4 packed
+      two per byte, float8 as 8-bit codes) plus one float32 scale per output
+      channel: a conv4 learner's file is about 4x smaller in int8. Kind
+      `"stored"`. Layers without such a twin (custom layers named in
+      `layers`, LoRA-enabled layers) keep float32 files. Kind `"weights"`.
+
+    Saving always writes the kernel quantized, so a model loaded from the
+    file holds the same grid values (to float32 rounding). A compiled
+    model's file also holds its optimizer's state (for Adam two float32
+    values per trainable weight), which quantization does not shrink; save
+    `model.learner` for the deployable network alone.
 
     After Keras quantization the model gets a new optimizer (same
     configuration and step count) for its remaining trainable variables.
 
     What `adapt` does on a quantized model: ProtoNet computes prototypes with
-    the int8 network (no weight changes). A MAML-family model adapts the
+    the quantized network (no weight changes). A MAML-family model adapts the
     quantized (dequantized-valued) weights in float32 with its usual inner
-    loop; the returned task model is float32 and can be re-quantized with
-    `quantize_weights(adapted)`.
+    loop; the returned task model is a copy of the learner with the same
+    layer classes, so its file stores the *adapted* kernels re-quantized to
+    `mode` (`quantize_weights(adapted)` puts them on the grid in memory too).
 
     Pruned weights stay zero (zero is on every grid); a `PruningMask` stays
     in place and is still saved.
@@ -58,8 +69,8 @@ def quantize_weights(model, mode="int8", layers=None):
             Dense, EinsumDense and convolution layer. Defaults to `None`.
 
     Returns:
-        A dict mapping each quantized layer's name to `"keras"` or
-        `"weights"` (the kind of quantization it got).
+        A dict mapping each quantized layer's name to `"keras"`, `"stored"`
+        or `"weights"` (the kind of quantization it got, see above).
 
     Raises:
         ValueError: for an unsupported `mode`, unknown layer names, or a
@@ -68,8 +79,8 @@ def quantize_weights(model, mode="int8", layers=None):
     Example:
 
     ```python
-    quantize_weights(protonet, "int8")   # conv kernels on the int8 grid
-    protonet.save("protonet_int8.keras")
+    quantize_weights(maml, "int8")   # {"conv0": "stored", ..., "head": "stored"}
+    maml.learner.save("conv4_int8.keras")   # about 4x smaller than in float32
     ```
     """
     _check_mode(mode)
@@ -97,7 +108,8 @@ def quantize_weights(model, mode="int8", layers=None):
         else:
             kernel = layer.kernel
             kernel.assign(fake_quantize(kernel, mode))
-            kinds[layer.name] = "weights"
+            stored = _quantized_kernel.store_quantized(layer, mode)
+            kinds[layer.name] = "stored" if stored else "weights"
     if native:
         ids = {id(layer) for layer in native}
         learner.quantize(mode, filters=lambda layer: id(layer) in ids)
@@ -122,7 +134,7 @@ def fake_quantize(weights, mode="int8"):
     axis = tuple(range(len(weights.shape) - 1)) or None
     if mode == "float8":
         amax = keras.ops.max(keras.ops.abs(weights), axis=axis, keepdims=True)
-        scale = _FLOAT8_MAX / keras.ops.maximum(amax, keras.backend.epsilon())
+        scale = FLOAT8_MAX / keras.ops.maximum(amax, keras.backend.epsilon())
         grid = keras.ops.cast(
             keras.ops.cast(weights * scale, "float8_e4m3fn"), weights.dtype
         )
@@ -192,8 +204,9 @@ class Quantization(keras.callbacks.Callback):
     `quantize_weights(model, mode, layers)`: Keras's own int8/int4
     quantization for Dense layers of models that adapt without gradients
     (ProtoNet), and weight quantization onto the int8 grid for convolutions
-    and for models with a gradient inner loop (see `quantize_weights` for
-    why, and for what `adapt` then does).
+    and for models with a gradient inner loop, float32 in memory and int8
+    in the saved file (see `quantize_weights` for why, and for what `adapt`
+    then does).
 
     With `fine_tune_epochs=k`, the last `k` epochs are quantization-aware:
     every quantized kernel gets a `FakeQuantization` constraint, so the
@@ -301,10 +314,3 @@ def _rebuild_optimizer(model):
     fresh.build(model.trainable_variables)
     fresh.iterations.assign(optimizer.iterations)
     model.optimizer = fresh
-
-
-def _check_mode(mode):
-    if mode not in MODES:
-        raise ValueError(
-            f"`mode` must be one of {list(MODES)}. Received: mode={mode!r}"
-        )

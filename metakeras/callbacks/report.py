@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from metakeras._io import atomic_path
 from metakeras.callbacks import _layers
 from metakeras.evaluation import compare_models
 
@@ -27,7 +28,8 @@ def compression_report(
     For each model: the number of weight values of its learner (pruning masks
     are bookkeeping and not counted; quantization scales are), how many are
     non-zero, the size in bytes of its saved `.keras` file (as `model.save`
-    writes it, optimizer state included), and its few-shot
+    writes it, optimizer state included) and of its learner's file alone
+    (the network a device stores), and its few-shot
     score after adaptation on identical evaluation episodes
     (`metakeras.evaluation.compare_models`, so the differences to the
     baseline are paired, with their own 95% confidence interval).
@@ -52,7 +54,8 @@ def compression_report(
 
     Returns:
         A `pandas.DataFrame` with one row per model: `model`, `parameters`,
-        `nonzero`, `sparsity`, `file_bytes`, `metric`, `mean`, `ci95`,
+        `nonzero`, `sparsity`, `file_bytes`, `learner_bytes`, `metric`,
+        `mean`, `ci95`,
         `difference` (paired, model minus baseline; 0 for the baseline) and
         `difference_ci95`.
 
@@ -125,6 +128,9 @@ def compression_report(
                     "nonzero": nonzero,
                     "sparsity": 1.0 - nonzero / parameters,
                     "file_bytes": _saved_size(model, folder, name),
+                    "learner_bytes": _saved_size(
+                        _layers.learner_of(model), folder, f"{name}.learner"
+                    ),
                     "metric": metric,
                     "mean": float(row["mean"]),
                     "ci95": float(row["ci95"]),
@@ -139,7 +145,8 @@ def _saved_size(model, directory, name):
     """Saves `model` as `<directory>/<name>.keras` and returns its size in bytes."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
     path = os.path.join(os.fspath(directory), f"{safe}.keras")
-    model.save(path)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
     return os.path.getsize(path)
 
 

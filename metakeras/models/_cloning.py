@@ -34,4 +34,18 @@ def learner_with_weights(learner, trainable_values, non_trainable_values, exampl
         variable.assign(value)
     for variable, value in zip(clone.non_trainable_variables, non_trainable_values):
         variable.assign(value)
+    for source, target in zip(learner.variables, clone.variables):
+        _copy_constraint_state(source.constraint, target.constraint)
     return clone
+
+
+def _copy_constraint_state(source, target):
+    """Gives a cloned constraint the state of the original (a pruning mask).
+
+    A clone is built from the config, which holds no variable values, so
+    constraints with state (`save_own_variables`) would start from scratch.
+    """
+    if type(source) is type(target) and hasattr(source, "save_own_variables"):
+        store = {}
+        source.save_own_variables(store)
+        target.load_own_variables(store)

@@ -2,7 +2,7 @@
 
 import keras
 
-from metakeras.layers import BatchNormalization
+from metakeras.layers import BatchNormalization, Conv2D
 
 DATA_FORMATS = ("channels_first", "channels_last")
 
@@ -68,7 +68,7 @@ def conv4(
     layers = [keras.Input(tuple(input_shape))]
     for block in range(4):
         layers += [
-            keras.layers.Conv2D(
+            Conv2D(
                 filters, 3, padding="same", data_format=data_format, name=f"conv{block}"
             ),
             BatchNormalization(axis=axis, name=f"bn{block}"),

@@ -50,6 +50,11 @@ class MAML(MetaModel):
             the inner loop; `None` adapts all. Defaults to `None`.
         transductive_eval: predict queries with batch statistics at
             evaluation. Defaults to `False`.
+        inner_clipnorm: clip each weight's inner gradient to this L2 norm at
+            every inner step (`InnerLoop(clipnorm=...)`), in training,
+            `adapt` and evaluation alike. Defaults to `None`.
+        inner_global_clipnorm: clip the joint L2 norm of all inner gradients
+            instead (`InnerLoop(global_clipnorm=...)`). Defaults to `None`.
         vectorize_tasks: batch the tasks of a meta-batch with
             `torch.func.vmap`. Defaults to `False`.
         **kwargs: passed to `keras.Model`.
@@ -82,6 +87,8 @@ class MAML(MetaModel):
         adapt_layers=None,
         transductive_eval=False,
         vectorize_tasks=False,
+        inner_clipnorm=None,
+        inner_global_clipnorm=None,
         **kwargs,
     ):
         super().__init__(learner, vectorize_tasks=vectorize_tasks, **kwargs)
@@ -90,6 +97,8 @@ class MAML(MetaModel):
             learning_rate=inner_learning_rate,
             first_order=first_order,
             batch_size=inner_batch_size,
+            clipnorm=inner_clipnorm,
+            global_clipnorm=inner_global_clipnorm,
         )
         if adapt_layers is not None:
             if isinstance(adapt_layers, str) or not all(
@@ -165,6 +174,7 @@ class MAML(MetaModel):
             adapt_mask=self._adapt_mask(),
             learning_rates=self._inner_learning_rates(),
             constraints=self._constraints(),
+            monitor=context.get("monitor"),
         )
 
     def _constraints(self):
@@ -242,6 +252,10 @@ class MAML(MetaModel):
             adapt_layers=self.adapt_layers,
             transductive_eval=self.transductive_eval,
         )
+        if self.inner.clipnorm is not None:
+            config["inner_clipnorm"] = self.inner.clipnorm
+        if self.inner.global_clipnorm is not None:
+            config["inner_global_clipnorm"] = self.inner.global_clipnorm
         return config
 
 

@@ -6,7 +6,12 @@ import keras
 import numpy as np
 import torch
 
+from metakeras import distributed
+from metakeras.models import _resume
+from metakeras.models._stateless import stateless_forward
 from metakeras.tasks.episode import unpack_episode, validate_episode
+
+NONFINITE_MODES = ("raise", "skip", "ignore")
 
 
 @keras.saving.register_keras_serializable(package="metakeras")
@@ -68,6 +73,11 @@ class MetaModel(keras.Model):
         self._learner_input_shape = None
         self._learner_output_shape = None
         self._task_loss = None
+        self.on_nonfinite = "raise"
+        self._step_episode = None
+        self._step_rng = None
+        self._step_loss_state = None
+        self._step_skipped = False
         if learner.built and getattr(learner, "outputs", None):
             self._learner_input_shape = tuple(learner.inputs[0].shape)
             self._learner_output_shape = tuple(learner.outputs[0].shape)
@@ -76,8 +86,80 @@ class MetaModel(keras.Model):
     def call(self, inputs, training=False):
         return self.learner(inputs, training=training)
 
-    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, **kwargs):
+        """Predicts with the meta-learned weights, before any adaptation.
+
+        As `keras.Model.predict`; array inputs are checked first, so a wrong
+        rank, feature shape or dtype, an empty array or NaN raises a
+        `ValueError` naming `x` rather than an error from inside the learner.
+
+        Args:
+            x: inputs `(examples, *features)`: an array, a tensor, or any
+                input `keras.Model.predict` accepts.
+            batch_size: as in Keras. Defaults to `None` (32).
+            verbose: as in Keras. Defaults to `"auto"`.
+            steps: as in Keras. Defaults to `None`.
+            **kwargs: other `keras.Model.predict` arguments (`callbacks`).
+
+        Returns:
+            NumPy array of predictions `(examples, *outputs)`.
+
+        Raises:
+            ValueError: for malformed array inputs.
+
+        Example:
+
+        ```python
+        y0 = model.predict(x_new)  # the initialisation's predictions
+        ```
+        """
+        if isinstance(x, (np.ndarray, torch.Tensor, list)):
+            x = self._check_inputs(x, "x")
+        return super().predict(
+            x, batch_size=batch_size, verbose=verbose, steps=steps, **kwargs
+        )
+
+    def _check_inputs(self, x, name):
+        """Validates a batch of plain learner inputs `(examples, *features)`."""
+        x = _to_tensor(x, name)
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ValueError(
+                f"`{name}` must hold at least one example along its first axis; "
+                f"received shape {tuple(x.shape)}."
+            )
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"`{name}` contains NaN or infinite values.")
+        expected = self._learner_input_shape
+        if expected is not None:
+            wanted, received = tuple(expected[1:]), tuple(x.shape[1:])
+            if len(wanted) != len(received) or any(
+                w is not None and w != r for w, r in zip(wanted, received)
+            ):
+                raise ValueError(
+                    f"`{name}` has examples of shape {received}, but the learner "
+                    f"expects {wanted}."
+                )
+        return keras.ops.convert_to_numpy(x)
+
+    def compile(
+        self,
+        optimizer="adam",
+        loss=None,
+        metrics=None,
+        on_nonfinite="raise",
+        **kwargs,
+    ):
         """Configures the outer (meta) update.
+
+        Non-finite values: every training step checks the meta-gradient (after
+        it is averaged over processes under `metakeras.distributed`, so all
+        processes decide alike) and the learner's new state once, with one
+        host synchronisation. When a value is NaN or infinite, no update is
+        applied, and by default training stops with a `FloatingPointError`
+        that says whether the inner loop (which task, which inner step) or
+        the outer loss went non-finite. Gradient clipping: the optimizer's own
+        `clipnorm`/`global_clipnorm` clip the meta-gradient; the algorithms'
+        `inner_clipnorm`/`inner_global_clipnorm` clip every inner step.
 
         Args:
             optimizer: the outer optimizer, as in `keras.Model.compile`.
@@ -86,10 +168,39 @@ class MetaModel(keras.Model):
                 set and for the outer loss on the query set: a name, a
                 function `fn(y_true, y_pred)` or a `keras.losses.Loss`.
             metrics: query-set metrics, as in `keras.Model.compile`.
+            on_nonfinite: what a training step does when its meta-gradient
+                or new learner state holds NaN or infinite values:
+                `"raise"` stops training with a `FloatingPointError` naming
+                the cause; `"skip"` leaves the weights and the optimizer
+                unchanged, leaves the step out of the loss and metrics, and
+                counts it in the logged metric `skipped_batches` (per epoch);
+                `"ignore"` applies the update anyway, as plain Keras does (no
+                check, no synchronisation). With a
+                `keras.optimizers.LossScaleOptimizer` the check is left to
+                it. Defaults to `"raise"`.
             **kwargs: other `keras.Model.compile` arguments.
                 `jit_compile=True` is not supported (the inner loop uses
                 `torch.func` transforms).
+
+        Raises:
+            ValueError: for a missing or multiple `loss`, an unknown
+                `on_nonfinite` or `jit_compile=True`.
+
+        Example:
+
+        ```python
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=1.0),
+            loss="mse",
+            on_nonfinite="skip",  # log `skipped_batches` instead of stopping
+        )
+        ```
         """
+        if on_nonfinite not in NONFINITE_MODES:
+            raise ValueError(
+                f"`on_nonfinite` must be one of {NONFINITE_MODES}. Received: "
+                f"on_nonfinite={on_nonfinite!r}"
+            )
         if loss is None:
             raise ValueError(
                 "MetaModel.compile() needs a `loss`: the task loss used in the "
@@ -108,7 +219,16 @@ class MetaModel(keras.Model):
             )
         kwargs["jit_compile"] = False
         self._task_loss = _as_loss_object(loss)
+        self.on_nonfinite = on_nonfinite
+        if on_nonfinite == "skip" and not hasattr(self, "_skipped_tracker"):
+            self._skipped_tracker = keras.metrics.Sum(name="skipped_batches")
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None and self.on_nonfinite != "raise":
+            config = dict(config, on_nonfinite=self.on_nonfinite)
+        return config
 
     def compile_from_config(self, config):
         # Keras skips models that override `compile`; ours takes the same
@@ -118,29 +238,143 @@ class MetaModel(keras.Model):
         if self.optimizer is not None and self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        **kwargs,
+    ):
+        """Meta-trains on a task source, as `keras.Model.fit`.
+
+        Every `keras.callbacks.BackupAndRestore` among `callbacks` (also its
+        subclasses, such as `metakeras.distributed.BackupAndRestore`) runs
+        with exact resumption: a run killed at any point, also mid-epoch
+        (`save_freq=<batches>`), and started again with the same code,
+        arguments and seed ends with the same weights as a run that was
+        never interrupted. The backup holds the weights and the optimizer
+        state, the epoch and the batches done, the task source's position
+        (its `epoch`), the learner's non-trainable state (including Keras
+        seed generators, which `save_weights` leaves out), the metric states,
+        and the Python, NumPy, PyTorch and Keras random states; the batches
+        of the interrupted epoch that the backup covers are fetched again
+        (Keras's batch order is reproduced) but not trained on. Each backup
+        is written to new files and committed with an atomic rename, so a
+        kill while writing leaves the previous backup usable. The callback
+        objects passed in are not modified.
+
+        Args:
+            x: the task source: a `keras.utils.PyDataset` of meta-batches
+                (`metakeras.tasks.TaskSampler`, `SinusoidTasks`) or a dict of
+                episode arrays.
+            y: unused (the targets are in the episodes). Defaults to `None`.
+            batch_size: tasks per meta-batch when `x` holds arrays.
+                Defaults to `None`.
+            epochs: as in Keras. Defaults to `1`.
+            verbose: as in Keras. Defaults to `"auto"`.
+            callbacks: as in Keras. Defaults to `None`.
+            **kwargs: the other `keras.Model.fit` arguments.
+
+        Returns:
+            A `keras.callbacks.History`.
+
+        Example:
+
+        ```python
+        backup = keras.callbacks.BackupAndRestore("run/backup", save_freq=50)
+        model.fit(tasks, epochs=10, callbacks=[backup])  # rerun after a kill
+        ```
+        """
+        return super().fit(
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=_resume.exact_backups(callbacks, x),
+            **kwargs,
+        )
+
     # ------------------------------------------------------------------ steps
 
     def train_step(self, data):
         support_x, support_y, query_x, query_y = self._episode_tensors(data)
-        predictions, new_state = self._episode_forward(
-            support_x, support_y, query_x, training=True
-        )
-        y = _merge_tasks(query_y)
-        y_pred = _merge_tasks(predictions)
-        loss = self._compute_loss(y=y, y_pred=y_pred, training=True)
-        self._loss_tracker.update_state(loss, sample_weight=y.shape[0])
-        loss = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
-        gradients = torch.autograd.grad(
-            loss, [v.value for v in variables], allow_unused=True
-        )
-        gradients = [
-            torch.zeros_like(v.value) if g is None else g
-            for v, g in zip(variables, gradients)
-        ]
+        if self.vectorize_tasks or not self._loss_is_mean():
+            predictions, new_state = self._episode_forward(
+                support_x, support_y, query_x, training=True
+            )
+            y = _merge_tasks(query_y)
+            y_pred = _merge_tasks(predictions)
+            loss = self._compute_loss(y=y, y_pred=y_pred, training=True)
+            self._loss_tracker.update_state(loss, sample_weight=y.shape[0])
+            gradients = self._gradients(self.optimizer.scale_loss(loss), variables)
+        else:
+            y, y_pred, new_state, gradients = self._accumulated_gradients(
+                support_x, support_y, query_x, query_y, variables
+            )
+        gradients = self._with_loss_check(gradients)
         with torch.no_grad():
             self._apply_meta_update(gradients, variables, new_state)
         return self.compute_metrics(None, y, y_pred.detach())
+
+    def _gradients(self, loss, variables):
+        gradients = torch.autograd.grad(
+            loss, [v.value for v in variables], allow_unused=True
+        )
+        return [
+            torch.zeros_like(v.value) if g is None else g
+            for v, g in zip(variables, gradients)
+        ]
+
+    def _accumulated_gradients(self, support_x, support_y, query_x, query_y, variables):
+        """The meta-gradient with one backward pass per task.
+
+        Equal to differentiating the loss of the whole meta-batch (the tasks
+        have equal query sizes and the loss is a mean), but each task's graph
+        is freed before the next is built, so peak memory holds one task's
+        activations instead of the whole meta-batch's.
+
+        Returns:
+            `(y, y_pred, new_state, gradients)` as the joint computation would.
+        """
+        weights = [v.value for v in self.learner.trainable_variables]
+        state = [v.value for v in self.learner.non_trainable_variables]
+        context = self._episode_context(support_x, support_y, None)
+        num_tasks = support_x.shape[0]
+        predictions, states, gradients = [], [], None
+        for i in range(num_tasks):
+            task_pred, task_state = self._task_forward(
+                weights, state, support_x[i], support_y[i], query_x[i], True, context
+            )
+            loss = self._compute_loss(y=query_y[i], y_pred=task_pred, training=True)
+            self._loss_tracker.update_state(loss, sample_weight=query_y[i].shape[0])
+            task_gradients = self._gradients(
+                self.optimizer.scale_loss(loss) / num_tasks, variables
+            )
+            if gradients is None:
+                gradients = task_gradients
+            else:
+                for total, g in zip(gradients, task_gradients):
+                    total.add_(g)
+            predictions.append(task_pred.detach())
+            states.append([value.detach() for value in task_state])
+        new_state = [_reduce_over_tasks(torch.stack(values)) for values in zip(*states)]
+        y = _merge_tasks(query_y)
+        y_pred = torch.cat(predictions, dim=0)
+        return y, y_pred, new_state, gradients
+
+    def _loss_is_mean(self):
+        """Whether the compiled loss averages over examples (Keras's default)."""
+        loss = self.loss
+        if isinstance(loss, keras.losses.Loss):
+            return loss.reduction in ("sum_over_batch_size", "mean")
+        return isinstance(loss, str) or (
+            callable(loss) and not isinstance(loss, (list, dict, tuple))
+        )
 
     def _apply_meta_update(self, gradients, variables, new_state):
         """Applies one outer step: the meta-gradients and the learner's new state.
@@ -148,9 +382,174 @@ class MetaModel(keras.Model):
         Every algorithm's `train_step` ends here, so what must happen to every
         meta-gradient before the optimizer sees it lives in one place.
         """
+        # Data parallelism (metakeras.distributed): average the meta-gradients
+        # and the learner's floating state (BatchNorm statistics) over the
+        # processes first, so every process applies the same step. A no-op
+        # in a single process.
+        gradients, new_state = distributed.all_reduce_mean((gradients, new_state))
+        # After the reduction, so that every process takes the same decision.
+        if not self._update_is_finite(gradients, variables, new_state):
+            return
         self.optimizer.apply(gradients, variables)
         for variable, value in zip(self.learner.non_trainable_variables, new_state):
             variable.assign(value.detach())
+
+    def _with_loss_check(self, gradients):
+        """Makes the gradients non-finite when this step's loss is.
+
+        A loss can overflow while its gradient stays finite (the squared
+        error of a target of 1e30). Adding `0 * loss_total` (exactly zero
+        for a finite loss) to a gradient lets the single check after the
+        distributed reduction see it, on every process alike.
+        """
+        if self.on_nonfinite == "ignore" or not gradients:
+            return gradients
+        total = self._loss_tracker.total.value.detach()
+        return [gradients[0] + 0.0 * total, *gradients[1:]]
+
+    def _update_is_finite(self, gradients, variables, new_state):
+        """Checks a meta-update; skips or raises per `on_nonfinite`.
+
+        One host synchronisation per step: the inner loop is not checked
+        step by step; only when the update is non-finite is the meta-batch
+        run again, task by task and step by step, to say where.
+
+        Returns:
+            `True` if the update may be applied, `False` if it is skipped.
+
+        Raises:
+            FloatingPointError: with `on_nonfinite="raise"`, naming the cause.
+        """
+        if self.on_nonfinite == "ignore" or isinstance(
+            self.optimizer, keras.optimizers.LossScaleOptimizer
+        ):
+            return True
+        values = list(gradients) + [v for v in new_state if v.is_floating_point()]
+        if not values or bool(
+            torch.stack([torch.isfinite(v).all() for v in values]).all()
+        ):
+            return True
+        # The step's loss is left out of the epoch's mean, as its metrics are
+        # (`compute_metrics`), so the next step starts from a finite total.
+        if self._step_loss_state is not None:
+            for variable, value in zip(
+                self._loss_tracker.variables, self._step_loss_state
+            ):
+                variable.assign(value)
+        if self.on_nonfinite == "skip":
+            self._step_skipped = True
+            # Metric states are summed over processes, which all skip alike.
+            if distributed.rank() == 0:
+                self._skipped_tracker.update_state(1.0)
+            return False
+        raise FloatingPointError(self._nonfinite_message(gradients, variables))
+
+    def _nonfinite_message(self, gradients, variables):
+        bad = [
+            v.path
+            for v, g in zip(variables, gradients)
+            if not bool(torch.isfinite(g).all())
+        ]
+        cause = self._locate_nonfinite()
+        if cause is None:
+            where = (
+                f"the meta-gradient of {_preview_names(bad)} is non-finite "
+                "(outer loop), although the support and query losses of every "
+                "task are finite: it arises when differentiating the query "
+                "loss through the inner loop"
+                + (", or on another process" if distributed.is_distributed() else "")
+                if bad
+                else "the learner's new state (e.g. BatchNormalization moving "
+                "statistics) is non-finite"
+            )
+        else:
+            where = cause
+        step = int(keras.ops.convert_to_numpy(self.optimizer.iterations)) + 1
+        return (
+            f"Non-finite values in meta-training step {step}: {where}. The "
+            "weights were left unchanged. Lower the inner or outer learning "
+            "rate, clip the gradients (`inner_clipnorm=` on the model, "
+            "`clipnorm=`/`global_clipnorm=` on the optimizer), or pass "
+            "`on_nonfinite='skip'` to `compile` to skip such meta-batches."
+        )
+
+    def _locate_nonfinite(self):
+        """Re-runs the last meta-batch task by task to find what went non-finite.
+
+        Returns:
+            A description naming the inner or outer loss, the task and the
+            inner step, or `None` if every loss is finite.
+        """
+        if self._step_episode is None or self._task_loss is None:
+            return None
+        weights = [v.value.detach() for v in self.learner.trainable_variables]
+        if not all(bool(torch.isfinite(w).all()) for w in weights):
+            return "the meta-learned weights themselves are non-finite"
+        state = [v.value.detach() for v in self.learner.non_trainable_variables]
+        support_x, support_y, query_x, query_y = self._step_episode
+        rng = torch.get_rng_state()
+        if self._step_rng is not None:
+            # Draw the same inner mini-batches as the failed step did.
+            torch.set_rng_state(self._step_rng)
+        try:
+            context = dict(self._episode_context(support_x, support_y, None))
+            for task in range(support_x.shape[0]):
+                found, last = [], []
+                context["monitor"] = _inner_monitor(task, found, last)
+                predictions, _ = self._task_forward(
+                    weights,
+                    state,
+                    support_x[task],
+                    support_y[task],
+                    query_x[task],
+                    True,
+                    context,
+                )
+                if found:
+                    return found[0]
+                loss = self._task_loss(query_y[task], predictions)
+                if not bool(torch.isfinite(loss).all()) and last:
+                    # Finite but huge fast weights: did the inner loop diverge?
+                    step, fast = last[-1]
+                    support = self._support_loss(
+                        state, support_x[task], support_y[task]
+                    )
+                    after = support(fast)
+                    if not bool(torch.isfinite(after).all()):
+                        return (
+                            f"the inner loop of task {task} of the meta-batch "
+                            f"diverged: its support loss after inner step {step + 1} "
+                            f"is {float(after)} (query loss {float(loss)})"
+                        )
+                if not bool(torch.isfinite(loss).all()):
+                    return (
+                        f"the query loss (outer loop) of task {task} of the "
+                        f"meta-batch is {float(loss)} after adaptation; the "
+                        "inner loop stayed finite"
+                    )
+        finally:
+            torch.set_rng_state(rng)
+        return None
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Updates the compiled metrics, as `keras.Model.compute_metrics`.
+
+        A training step skipped for non-finite values
+        (`compile(on_nonfinite="skip")`) leaves the metrics unchanged.
+
+        Args:
+            x: the inputs (unused).
+            y: the query targets.
+            y_pred: the query predictions.
+            sample_weight: optional sample weights. Defaults to `None`.
+
+        Returns:
+            A dict of the metric values, as `get_metrics_result()`.
+        """
+        if self._step_skipped:
+            self._step_skipped = False
+            return self.get_metrics_result()
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def test_step(self, data):
         support_x, support_y, query_x, query_y = self._episode_tensors(data)
@@ -202,6 +601,26 @@ class MetaModel(keras.Model):
         Returns:
             NumPy array `(T, N*Q, *outputs)` of query predictions.
         """
+        for name, value in (
+            ("support_x", support_x),
+            ("support_y", support_y),
+            ("query_x", query_x),
+        ):
+            if np.ndim(value) < 2:
+                raise ValueError(
+                    f"`{name}` must have a leading task axis and an example "
+                    "axis, i.e. shape (tasks, examples, ...). Received shape "
+                    f"{tuple(np.shape(value))}."
+                )
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, int)
+            or batch_size < 1
+        ):
+            raise ValueError(
+                "`batch_size` must be a positive integer. Received: "
+                f"batch_size={batch_size!r}"
+            )
         # Placeholder targets with the support targets' shape, for validation only.
         query_y = np.zeros(
             np.shape(query_x)[:2] + np.shape(support_y)[2:],
@@ -259,8 +678,7 @@ class MetaModel(keras.Model):
 
     def _forward(self, weights, state, x, training):
         """The learner's forward pass with the given weights and state."""
-        kwargs = {"training": training} if self._learner_takes_training else {}
-        return self.learner.stateless_call(weights, state, x, **kwargs)
+        return stateless_forward(self.learner, weights, state, x, training)
 
     def _support_loss(self, state, x, y):
         """Returns `loss(weights, index=None)` on a support set, pure in `weights`.
@@ -312,6 +730,14 @@ class MetaModel(keras.Model):
             query_y,
             num_classes=self._num_classes() if check_labels else None,
         )
+        # Kept for `_locate_nonfinite` and the `skip` mode of this step.
+        self._step_episode = (support_x, support_y, query_x, query_y)
+        if self.on_nonfinite != "ignore":
+            self._step_rng = torch.get_rng_state()
+        if self.on_nonfinite != "ignore" and self.compiled:
+            self._step_loss_state = [
+                v.value.detach().clone() for v in self._loss_tracker.variables
+            ]
         expected = self._learner_input_shape
         if expected is not None and len(expected) == support_x.ndim - 1:
             received = tuple(support_x.shape[2:])
@@ -369,7 +795,23 @@ class MetaModel(keras.Model):
             self._build_learner(support_x)
         if self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
+        # metakeras.distributed: every process starts `fit` and `evaluate`
+        # from rank 0's weights and optimizer state (no-op in one process).
+        optimizer = list(self.optimizer.variables) if self.optimizer else []
+        distributed.broadcast(self.weights + optimizer)
         self._post_build()
+
+    def get_metrics_result(self):
+        """Returns the model's metric values as a dict, as in `keras.Model`.
+
+        Under `metakeras.distributed` the values cover every process's tasks
+        (the metric states are summed over the processes), so all processes
+        log, and decide to stop on, the same numbers.
+
+        Returns:
+            A dict of metric names to scalar tensors, e.g. `{"loss": ...}`.
+        """
+        return distributed._metrics_result(self, super().get_metrics_result)
 
     # ------------------------------------------------------- serialization
 
@@ -488,3 +930,34 @@ def _first_batch(iterator):
             return data[0]
         return next(data)
     raise ValueError("The task source yielded no episodes.")
+
+
+def _inner_monitor(task, found, last):
+    """An `InnerLoop.run` monitor recording the first non-finite inner step."""
+
+    def monitor(step, loss, gradients, weights):
+        last[:] = [(step, weights)]
+        if found:
+            return
+        prefix = f"the inner loop of task {task} of the meta-batch"
+        if not bool(torch.isfinite(loss).all()):
+            found.append(
+                f"{prefix}: its support loss is {float(loss)} at inner step {step + 1}"
+            )
+        elif not all(bool(torch.isfinite(g).all()) for g in gradients):
+            found.append(
+                f"{prefix}: the gradient of its support loss "
+                f"({float(loss):.4g}) is non-finite at inner step {step + 1}"
+            )
+        elif not all(bool(torch.isfinite(w).all()) for w in weights):
+            found.append(
+                f"{prefix}: its fast weights became non-finite in inner step "
+                f"{step + 1} (support loss {float(loss):.4g}), a step too large"
+            )
+
+    return monitor
+
+
+def _preview_names(names, limit=3):
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

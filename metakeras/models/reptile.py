@@ -83,6 +83,7 @@ class Reptile(MAML):
             loss = self._compute_loss(y=y, y_pred=y_pred, training=True)
             self._loss_tracker.update_state(loss, sample_weight=y.shape[0])
             pseudo_gradients = [w - f.mean(dim=0) for w, f in zip(weights, fast)]
+            pseudo_gradients = self._with_loss_check(pseudo_gradients)
             self._apply_meta_update(pseudo_gradients, variables, new_state)
         return self.compute_metrics(None, y, y_pred)
 

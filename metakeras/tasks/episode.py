@@ -103,6 +103,11 @@ def validate_episode(support_x, support_y, query_x, query_y, num_classes=None):
                 f"{tuple(value.shape)}."
             )
     tasks = support_x.shape[0]
+    if tasks == 0:
+        raise ValueError(
+            "`support_x` holds no tasks: its leading (task) axis is empty "
+            f"(shape {tuple(support_x.shape)})."
+        )
     for name, value in arrays.items():
         if value.shape[0] != tasks:
             raise ValueError(
