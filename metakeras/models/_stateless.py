@@ -33,9 +33,9 @@ def stateless_forward(model, weights, state, x, training):
     Returns:
         `(outputs, new_state)` as `Model.stateless_call` returns them.
     """
-    plan = _plan(model)
+    plan, model_takes_training = _cached(model)
     if plan is None:
-        if _takes_training(model):
+        if model_takes_training:
             return model.stateless_call(weights, state, x, training=training)
         return model.stateless_call(weights, state, x)
     mapping = list(zip(model.trainable_variables, weights))
@@ -49,13 +49,17 @@ def stateless_forward(model, weights, state, x, training):
 
 def _plan(model):
     """The `(layer.call, takes_training)` sequence of a simple model, or None."""
+    return _cached(model)[0]
+
+
+def _cached(model):
+    """`(plan, whether model.call takes training)`, rebuilt when layers change."""
     signature = _signature(model)
     cached = _PLANS.get(model)
-    if cached is not None and cached[0] == signature:
-        return cached[1]
-    plan = _sequential_plan(model)
-    _PLANS[model] = (signature, plan)
-    return plan
+    if cached is None or cached[0] != signature:
+        cached = (signature, _sequential_plan(model), _takes_training(model))
+        _PLANS[model] = cached
+    return cached[1:]
 
 
 def _signature(model):

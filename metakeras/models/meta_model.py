@@ -1,7 +1,5 @@
 """`MetaModel`: the Keras model that meta-learns over episodes."""
 
-import inspect
-
 import keras
 import numpy as np
 import torch
@@ -68,8 +66,6 @@ class MetaModel(keras.Model):
             )
         self.learner = learner
         self.vectorize_tasks = vectorize_tasks
-        # `stateless_call` hands keyword arguments straight to `call`.
-        self._learner_takes_training = _accepts_training(learner)
         self._learner_input_shape = None
         self._learner_output_shape = None
         self._task_loss = None
@@ -875,14 +871,6 @@ def _map_tasks(task, tensors, vectorize):
         )
         state = [torch.stack(values) for values in zip(*[r[1] for r in results])]
     return outputs, [_reduce_over_tasks(value) for value in state]
-
-
-def _accepts_training(model):
-    parameters = inspect.signature(model.call).parameters.values()
-    return any(
-        p.name == "training" or p.kind is inspect.Parameter.VAR_KEYWORD
-        for p in parameters
-    )
 
 
 def _merge_tasks(tensor):
