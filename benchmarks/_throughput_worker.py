@@ -198,6 +198,7 @@ def main():
         step = _learn2learn_step(config)
     else:
         raise SystemExit(f"unknown implementation {impl!r}")
+    built = _rss_mb()
     step(batches[0])  # warm-up: builds optimizer state and caches
     before = _rss_mb()
     start = time.perf_counter()
@@ -218,6 +219,7 @@ def main():
                 "seconds": elapsed,
                 "peak_rss_mb": _rss_mb(),
                 "rss_before_mb": before,
+                "rss_built_mb": built,
             }
         )
     )

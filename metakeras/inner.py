@@ -42,7 +42,6 @@ class InnerLoop:
             `global_clipnorm`, as Keras optimizers' `global_clipnorm`. Only
             one of `clipnorm` and `global_clipnorm` can be set. Defaults to
             `None`.
-
     Example:
 
     >>> inner = InnerLoop(steps=5, learning_rate=0.01, batch_size=10)
@@ -129,6 +128,7 @@ class InnerLoop:
         learning_rates=None,
         constraints=None,
         monitor=None,
+        has_aux=False,
     ):
         """Adapts `weights` by gradient descent on `loss_fn`.
 
@@ -161,10 +161,16 @@ class InnerLoop:
                 For diagnostics: reading the values synchronises with the
                 device, so training never passes one (`MetaModel` uses it to
                 say where a non-finite value arose). Defaults to `None`.
+            has_aux: if `True`, `loss_fn` is called as
+                `loss_fn(weights, index, step)` and returns `(loss, aux)`;
+                the auxiliary values of every step are returned too (MAML's
+                per-step BatchNormalization statistics). Defaults to `False`.
 
         Returns:
             The list of adapted weights. When differentiating through the
             result, second-order terms are included unless `first_order`.
+            With `has_aux`, `(weights, auxes)` where `auxes` holds the `aux`
+            of each step in order.
         """
         steps = self.steps if steps is None else steps
         if adapt_mask is None:
@@ -173,31 +179,60 @@ class InnerLoop:
         if learning_rates is None:
             learning_rates = [self.learning_rate] * len(weights)
         fast = list(weights)
+        auxes = []
         for step in range(steps):
             index = None if batches is None else batches[step]
 
-            def adapted_loss(subset, fast=fast, index=index):
+            def adapted_loss(subset, fast=fast, index=index, step=step):
                 full = list(fast)
                 for i, w in zip(adapted, subset):
                     full[i] = w
+                if has_aux:
+                    return loss_fn(full, index, step)
                 return loss_fn(full, index)
+
+            def gradients(subset, adapted_loss=adapted_loss):
+                """`(clipped grads, loss, aux)` of the support loss at `subset`."""
+                if torch._C._functorch.maybe_current_level() is None:
+                    # Outside vmap, plain autograd is the same math as
+                    # torch.func.grad with less per-op dispatch.
+                    grads, loss, aux = _autograd_step(
+                        adapted_loss,
+                        subset,
+                        create_graph=not self.first_order,
+                        has_aux=has_aux,
+                    )
+                else:
+                    grads, loss = torch.func.grad_and_value(
+                        adapted_loss, has_aux=has_aux
+                    )(subset)
+                    loss, aux = loss if has_aux else (loss, None)
+                return self._clip(grads), loss, aux
+
+            def apply(subset, grads):
+                new = []
+                for i, w, g in zip(adapted, subset, grads):
+                    w = w - learning_rates[i] * g
+                    if constraints is not None and constraints[i] is not None:
+                        w = constraints[i](w)
+                    new.append(w)
+                return new
 
             at = [fast[i] for i in adapted]
             if self.first_order:
-                at = [w.detach() for w in at]
-            if monitor is None:
-                grads = torch.func.grad(adapted_loss)(at)
+                # The inner gradients are constants of the outer graph.
+                grads, loss, aux = gradients([w.detach() for w in at])
             else:
-                grads, loss = torch.func.grad_and_value(adapted_loss)(at)
-            grads = self._clip(grads)
+                grads, loss, aux = gradients(at)
+            new = apply(at, grads)
+            if has_aux:
+                auxes.append(aux)
             fast = list(fast)
-            for i, g in zip(adapted, grads):
-                fast[i] = fast[i] - learning_rates[i] * g
-                if constraints is not None and constraints[i] is not None:
-                    fast[i] = constraints[i](fast[i])
+            for i, w in zip(adapted, new):
+                fast[i] = w
             if monitor is not None:
                 monitor(step, loss, grads, fast)
-        return fast
+        return (fast, auxes) if has_aux else fast
 
     def _clip(self, grads):
         """Clips the inner gradients by norm, as Keras optimizers do."""
@@ -258,6 +293,29 @@ class InnerLoop:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"InnerLoop({args})"
+
+
+def _autograd_step(loss_fn, at, create_graph, has_aux):
+    """`torch.func.grad_and_value` with `torch.autograd.grad`, outside vmap.
+
+    Returns:
+        `(grads, loss, aux)`; `aux` is `None` without `has_aux`.
+    """
+    with torch.enable_grad():
+        leaves = [
+            w if w.requires_grad and create_graph else w.detach().requires_grad_()
+            for w in at
+        ]
+        out = loss_fn(leaves)
+        loss, aux = out if has_aux else (out, None)
+        grads = torch.autograd.grad(
+            loss,
+            leaves,
+            create_graph=create_graph,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+    return list(grads), loss.detach(), aux
 
 
 def _safe_norm(tensor, floor):

@@ -324,3 +324,177 @@ def test_conv4_layout_and_shapes():
         metakeras.models.conv4(data_format="nchw")
     with pytest.raises(ValueError, match="`input_shape`"):
         metakeras.models.conv4(input_shape=(28, 28))
+
+
+def bn_learner(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(8, name="body"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Dense(WAYS, name="head"),
+        ]
+    )
+
+
+def test_per_step_bn_statistics_match_hand_computed_updates():
+    model = metakeras.MAML(
+        bn_learner(),
+        inner_steps=2,
+        inner_learning_rate=0.1,
+        per_step_bn_statistics=True,
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=LOSS)
+    assert [tuple(v.shape) for v in model.step_statistics] == [(3, 8), (3, 8)]
+    episodes = informative_episodes(tasks=3, seed=21)
+    kernel, bias = (
+        keras.ops.convert_to_numpy(w) for w in model.learner.get_layer("body").weights
+    )
+    model.train_on_batch(episodes)
+    mean, variance = (keras.ops.convert_to_numpy(v) for v in model.step_statistics)
+    # Slot 0: the support set's batch statistics at the meta-learned weights,
+    # averaged over the tasks, folded in with Keras's momentum (0.99).
+    hidden = episodes["support_x"] @ kernel + bias
+    np.testing.assert_allclose(
+        mean[0], 0.01 * hidden.mean(axis=1).mean(axis=0), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        variance[0], 0.99 + 0.01 * hidden.var(axis=1).mean(axis=0), atol=1e-5
+    )
+    # Slot 1: after one inner step the body has moved, so do the statistics.
+    assert not np.allclose(mean[1], mean[0])
+    # The last slot follows the query pass, as the learner's own statistics do.
+    bn = model.learner.get_layer("bn")
+    np.testing.assert_allclose(
+        mean[2], keras.ops.convert_to_numpy(bn.moving_mean), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        variance[2], keras.ops.convert_to_numpy(bn.moving_variance), atol=1e-6
+    )
+
+
+def test_per_step_bn_statistics_choose_the_slot_at_evaluation():
+    model = metakeras.MAML(
+        bn_learner(),
+        inner_steps=2,
+        inner_learning_rate=0.1,
+        per_step_bn_statistics=True,
+    )
+    model.compile(loss=LOSS)
+    slots = np.arange(3, dtype="float32")[:, None] * np.ones((1, 8), "float32")
+    model.step_statistics[0].assign(slots)
+    episodes = informative_episodes(tasks=1, seed=22)
+    sx, sy, qx = (
+        episodes["support_x"][0],
+        episodes["support_y"][0],
+        episodes["query_x"][0],
+    )
+    for steps, slot in ((0, 0), (1, 1), (2, 2), (5, 2)):
+        adapted = model.adapt(sx, sy, steps=steps)
+        moving = keras.ops.convert_to_numpy(adapted.get_layer("bn").moving_mean)
+        np.testing.assert_allclose(moving, slot)
+        np.testing.assert_allclose(
+            model.adapt_and_predict(sx[None], sy[None], qx[None], steps=steps)[0],
+            adapted.predict(qx, verbose=0),
+            atol=1e-5,
+        )
+    # Without the option the same weights give one set of statistics for all.
+    plain = metakeras.MAML(bn_learner(), inner_steps=2, inner_learning_rate=0.1)
+    assert plain.step_statistics == []
+
+
+def test_per_step_bn_statistics_round_trip_and_errors(tmp_path):
+    model = metakeras.MAML(
+        metakeras.models.conv4(input_shape=(1, 16, 16), outputs=WAYS, filters=4),
+        inner_steps=1,
+        inner_learning_rate=0.1,
+        per_step_bn_statistics=True,
+    )
+    model.compile(optimizer="adam", loss=LOSS)
+    rng = np.random.default_rng(0)
+    sx = rng.normal(size=(2, WAYS, 1, 16, 16)).astype("float32")
+    sy = np.tile(np.arange(WAYS), (2, 1))
+    model.train_on_batch(
+        {"support_x": sx, "support_y": sy, "query_x": sx, "query_y": sy}
+    )
+    assert len(model.step_statistics) == 8  # 4 BN layers x (mean, variance)
+    path = tmp_path / "maml.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.per_step_bn_statistics
+    for a, b in zip(model.step_statistics, loaded.step_statistics):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
+        )
+    np.testing.assert_allclose(
+        model.adapt_and_predict(sx, sy, sx),
+        loaded.adapt_and_predict(sx, sy, sx),
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="per_step_bn_statistics"):
+        metakeras.MAML(dense_learner(), per_step_bn_statistics=True)
+    with pytest.raises(ValueError, match="per_step_bn_statistics"):
+        metakeras.MAML(bn_learner(), per_step_bn_statistics="yes")
+    with pytest.raises(ValueError, match="per_step_bn_statistics"):
+        metakeras.Reptile(bn_learner(), per_step_bn_statistics=True)
+
+
+def test_per_step_bn_statistics_same_under_vectorize_tasks():
+    episodes = informative_episodes(tasks=3, seed=4)
+    results = []
+    for vectorize in (False, True):
+        model = metakeras.MAML(
+            bn_learner(),
+            inner_steps=2,
+            inner_learning_rate=0.1,
+            per_step_bn_statistics=True,
+            vectorize_tasks=vectorize,
+        )
+        model.compile(optimizer="adam", loss=LOSS)
+        model.train_on_batch(episodes)
+        results.append(
+            [
+                keras.ops.convert_to_numpy(v)
+                for v in model.step_statistics + model.learner.weights
+            ]
+        )
+    for loop, vectorized in zip(*results):
+        np.testing.assert_allclose(loop, vectorized, atol=1e-5)
+
+
+def test_protonet_transductive_eval_uses_each_sets_batch_statistics(tmp_path):
+    model = metakeras.ProtoNet(bn_learner(), transductive_eval=True)
+    model.compile(loss=LOSS)
+    episodes = informative_episodes(tasks=1, seed=23)
+    sx, sy, qx = (episodes[k][0] for k in ("support_x", "support_y", "query_x"))
+    body, head = (
+        [keras.ops.convert_to_numpy(w) for w in model.learner.get_layer(n).weights]
+        for n in ("body", "head")
+    )
+    gamma, beta = (
+        keras.ops.convert_to_numpy(w) for w in model.learner.get_layer("bn").weights[:2]
+    )
+
+    def embed(x):  # BatchNormalization with the batch's own statistics
+        h = x @ body[0] + body[1]
+        h = gamma * (h - h.mean(0)) / np.sqrt(h.var(0) + 1e-3) + beta
+        return h @ head[0] + head[1]
+
+    support, query = embed(sx), embed(qx)
+    prototypes = np.stack([support[sy == c].mean(0) for c in range(WAYS)])
+    expected = -((query[:, None] - prototypes[None]) ** 2).sum(-1)
+    logits = model.adapt_and_predict(sx[None], sy[None], qx[None])[0]
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-3)
+    adapted = model.adapt(sx, sy)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(adapted.prototypes), prototypes, rtol=1e-4, atol=1e-4
+    )
+    model.transductive_eval = False
+    assert not np.allclose(
+        model.adapt_and_predict(sx[None], sy[None], qx[None])[0], logits
+    )
+    config = metakeras.ProtoNet(bn_learner(), transductive_eval=True).get_config()
+    assert metakeras.ProtoNet.from_config(config).transductive_eval
+    with pytest.raises(ValueError, match="`transductive_eval` must be True or False"):
+        metakeras.ProtoNet(bn_learner(), transductive_eval=1)

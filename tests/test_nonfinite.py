@@ -228,3 +228,20 @@ def test_outer_optimizer_clipping_works_with_meta_models(option):
         assert max(norms) <= 1e-3 * (1 + 1e-4)
     else:
         assert np.sqrt(sum(n**2 for n in norms)) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_adapt_names_the_weight_when_adaptation_diverges():
+    data = episodes(tasks=1)
+    model = metakeras.MAML(learner(), inner_steps=40, inner_learning_rate=1e6)
+    model.compile("adam", loss="mse")
+    x, y = data["support_x"][0], data["support_y"][0]
+    with pytest.raises(
+        ValueError, match=r"Adaptation diverged: the adapted weight .* 40 inner"
+    ):
+        model.adapt(x, y)
+    # A clipped inner loop stays finite at the same rate.
+    clipped = metakeras.MAML(
+        learner(), inner_steps=40, inner_learning_rate=1e6, inner_clipnorm=1e-6
+    )
+    clipped.compile("adam", loss="mse")
+    clipped.adapt(x, y)

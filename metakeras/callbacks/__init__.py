@@ -7,7 +7,8 @@ zero through the outer optimizer step and the inner-loop adaptation;
 (int4, float8) at the end of training, optionally after quantization-aware
 fine-tuning; `quantize_weights` does the same outside `fit`.
 `compression_report` compares models before and after compression on
-identical evaluation episodes.
+identical evaluation episodes. `ZeroHead` keeps a MAML learner's head at
+zero between outer steps (the "zeroing trick").
 """
 
 from metakeras.callbacks.pruning import MagnitudePruning, PruningMask, strip_pruning
@@ -22,6 +23,7 @@ from metakeras.callbacks.schedules import (
     PolynomialDecay,
     PruningSchedule,
 )
+from metakeras.callbacks.zero_head import ZeroHead
 
 __all__ = [
     "ConstantSparsity",
@@ -34,4 +36,5 @@ __all__ = [
     "compression_report",
     "quantize_weights",
     "strip_pruning",
+    "ZeroHead",
 ]

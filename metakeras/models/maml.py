@@ -5,7 +5,7 @@ import torch
 
 from metakeras.inner import InnerLoop
 from metakeras.models._cloning import learner_with_weights
-from metakeras.models.meta_model import MetaModel
+from metakeras.models.meta_model import MetaModel, _select
 
 
 @keras.saving.register_keras_serializable(package="metakeras")
@@ -39,6 +39,18 @@ class MAML(MetaModel):
     which keeps batch statistics of the query set there too, as the MAML
     reference code does.
 
+    Per-step statistics (`per_step_bn_statistics=True`, MAML++'s "BNRS",
+    Antoniou et al., 2019): instead of one pair of moving statistics per
+    BatchNormalization layer, the model keeps `inner_steps + 1`, one for the
+    weights after each number of inner steps (`model.step_statistics`). In
+    training, inner step `s` updates slot `s` with the support set's batch
+    statistics and the query pass updates slot `inner_steps`; the learner's
+    own moving statistics follow the query pass as without the option. At
+    evaluation, in inference mode, the queries after `S` adaptation steps are
+    normalised with slot `min(S, inner_steps)`, also in the model `adapt`
+    returns. The inner steps themselves always normalise with the support
+    set's batch statistics.
+
     Args:
         learner: the `keras.Model` whose initialisation is meta-learned.
         inner_steps: inner gradient steps per task. Defaults to `1`.
@@ -55,6 +67,9 @@ class MAML(MetaModel):
             `adapt` and evaluation alike. Defaults to `None`.
         inner_global_clipnorm: clip the joint L2 norm of all inner gradients
             instead (`InnerLoop(global_clipnorm=...)`). Defaults to `None`.
+        per_step_bn_statistics: keep BatchNormalization moving statistics
+            per inner step (MAML++); needs a learner with BatchNormalization
+            layers. Defaults to `False`.
         vectorize_tasks: batch the tasks of a meta-batch with
             `torch.func.vmap`. Defaults to `False`.
         **kwargs: passed to `keras.Model`.
@@ -89,6 +104,7 @@ class MAML(MetaModel):
         vectorize_tasks=False,
         inner_clipnorm=None,
         inner_global_clipnorm=None,
+        per_step_bn_statistics=False,
         **kwargs,
     ):
         super().__init__(learner, vectorize_tasks=vectorize_tasks, **kwargs)
@@ -115,9 +131,19 @@ class MAML(MetaModel):
             raise ValueError(
                 f"`transductive_eval` must be True or False. Received: {transductive_eval!r}"
             )
+        if not isinstance(per_step_bn_statistics, bool):
+            raise ValueError(
+                "`per_step_bn_statistics` must be True or False. Received: "
+                f"{per_step_bn_statistics!r}"
+            )
         self.adapt_layers = adapt_layers
         self.transductive_eval = transductive_eval
+        self.per_step_bn_statistics = per_step_bn_statistics
+        self.step_statistics = []
+        self._step_slots = None
         self._mask = None
+        if per_step_bn_statistics and self.learner.built:
+            self._create_step_statistics()
 
     @property
     def inner_steps(self):
@@ -133,6 +159,83 @@ class MAML(MetaModel):
     def first_order(self):
         """Whether the meta-gradient is first order (`model.inner.first_order`)."""
         return self.inner.first_order
+
+    # --------------------------------------------------- per-step statistics
+
+    def _create_step_statistics(self):
+        """Creates one `(inner_steps + 1, ...)` variable per BN moving statistic."""
+        if self.step_statistics:
+            return
+        batch_norm = {
+            id(v)
+            for layer in self.learner._flatten_layers()
+            if isinstance(layer, keras.layers.BatchNormalization)
+            for v in layer.non_trainable_variables
+        }
+        slots = [
+            i
+            for i, v in enumerate(self.learner.non_trainable_variables)
+            if id(v) in batch_norm
+        ]
+        if not slots:
+            raise ValueError(
+                "`per_step_bn_statistics=True` needs a learner with "
+                "BatchNormalization layers; the learner "
+                f"{self.learner.name!r} has none."
+            )
+        state = self.learner.non_trainable_variables
+        self._step_slots = slots
+        self.step_statistics = [
+            self.add_weight(
+                shape=(self.inner.steps + 1, *state[i].shape),
+                initializer=keras.initializers.Constant(0.0),
+                trainable=False,
+                name=f"step_{state[i].path.replace('/', '_')}",
+            )
+            for i in slots
+        ]
+        for i, stacked in zip(slots, self.step_statistics):
+            value = keras.ops.convert_to_tensor(state[i])
+            stacked.assign(keras.ops.broadcast_to(value[None], stacked.shape))
+
+    def _build_learner(self, support_x):
+        super()._build_learner(support_x)
+        if self.per_step_bn_statistics:
+            self._create_step_statistics()
+
+    def _state_variables(self):
+        return super()._state_variables() + list(self.step_statistics)
+
+    def _split_state(self, state):
+        """`state` -> (the learner's state, the per-step stacks)."""
+        count = len(self.learner.non_trainable_variables)
+        return list(state[:count]), list(state[count:])
+
+    def _state_at(self, learner_state, stacks, step):
+        """The learner's state with the statistics of `step` inner steps."""
+        if not stacks:
+            return learner_state
+        state = list(learner_state)
+        for i, stacked in zip(self._step_slots, stacks):
+            state[i] = stacked[min(step, stacked.shape[0] - 1)]
+        return state
+
+    def _support_loss(self, state, x, y):
+        learner_state, stacks = self._split_state(state)
+        return super()._support_loss(self._state_at(learner_state, stacks, 0), x, y)
+
+    def _support_loss_per_step(self, learner_state, stacks, x, y):
+        """`loss(weights, index, step) -> (loss, new learner state)`."""
+
+        def loss(weights, index=None, step=0):
+            x_, y_ = _select(x, y, index)
+            state = self._state_at(learner_state, stacks, step)
+            predictions, new_state = self._forward(weights, state, x_, training=True)
+            return self._task_loss(y_, predictions), [
+                new_state[i].detach() for i in self._step_slots
+            ]
+
+        return loss
 
     # ------------------------------------------------------------ inner loop
 
@@ -165,9 +268,12 @@ class MAML(MetaModel):
             self._mask = mask
         return self._mask
 
-    def _adapt_weights(self, weights, state, support_x, support_y, context):
+    def _adapt_weights(
+        self, weights, state, support_x, support_y, context, loss_fn=None
+    ):
+        """Runs the inner loop; with `loss_fn`, that loss and its auxiliary values."""
         return self.inner.run(
-            self._support_loss(state, support_x, support_y),
+            loss_fn or self._support_loss(state, support_x, support_y),
             weights,
             steps=context["steps"],
             batches=context["batches"],
@@ -175,6 +281,7 @@ class MAML(MetaModel):
             learning_rates=self._inner_learning_rates(),
             constraints=self._constraints(),
             monitor=context.get("monitor"),
+            has_aux=loss_fn is not None,
         )
 
     def _constraints(self):
@@ -191,9 +298,34 @@ class MAML(MetaModel):
     def _task_forward(
         self, weights, state, support_x, support_y, query_x, training, context
     ):
-        fast = self._adapt_weights(weights, state, support_x, support_y, context)
         query_training = training or self.transductive_eval
-        return self._forward(fast, state, query_x, training=query_training)
+        learner_state, stacks = self._split_state(state)
+        if not stacks:
+            fast = self._adapt_weights(weights, state, support_x, support_y, context)
+            return self._forward(fast, learner_state, query_x, training=query_training)
+        steps = self.inner.steps if context["steps"] is None else context["steps"]
+        per_step = self._support_loss_per_step(
+            learner_state, stacks, support_x, support_y
+        )
+        fast, support_stats = self._adapt_weights(
+            weights, state, support_x, support_y, context, loss_fn=per_step
+        )
+        predictions, new_state = self._forward(
+            fast,
+            self._state_at(learner_state, stacks, steps),
+            query_x,
+            training=query_training,
+        )
+        # Slot s: the statistics after s inner steps (the query pass's last).
+        per_slot = support_stats + [[new_state[i] for i in self._step_slots]]
+        new_stacks = []
+        for j, stacked in enumerate(stacks):
+            rows = [
+                per_slot[s][j] if s < len(per_slot) else stacked[s]
+                for s in range(stacked.shape[0])
+            ]
+            new_stacks.append(torch.stack(rows))
+        return predictions, new_state + new_stacks
 
     # ------------------------------------------------------------ adaptation
 
@@ -225,12 +357,29 @@ class MAML(MetaModel):
                 "model.compile(optimizer, loss) first (it sets the task loss)."
             )
         weights = [v.value.detach() for v in self.learner.trainable_variables]
-        state = [v.value.detach() for v in self.learner.non_trainable_variables]
+        state = [v.value.detach() for v in self._state_variables()]
         context = self._episode_context(support_x[None], support_y[None], steps)
         with torch.no_grad():
             fast = self._adapt_weights(weights, state, support_x, support_y, context)
         fast = [w.detach() for w in fast]
-        return learner_with_weights(self.learner, fast, state, support_x)
+        self._check_adapted(fast, steps)
+        learner_state, stacks = self._split_state(state)
+        steps = self.inner.steps if steps is None else steps
+        learner_state = self._state_at(learner_state, stacks, steps)
+        return learner_with_weights(self.learner, fast, learner_state, support_x)
+
+    def _check_adapted(self, fast, steps):
+        """Raises if adaptation made a weight non-finite (a diverged inner loop)."""
+        for variable, value in zip(self.learner.trainable_variables, fast):
+            if not bool(torch.isfinite(value).all()):
+                steps = self.inner.steps if steps is None else steps
+                raise ValueError(
+                    f"Adaptation diverged: the adapted weight {variable.path!r} is "
+                    f"non-finite after {steps} inner step(s) at "
+                    f"inner_learning_rate={self.inner.learning_rate}. Lower the "
+                    "inner learning rate or steps, or clip the inner gradients "
+                    "(`inner_clipnorm`); check the support set for extreme values."
+                )
 
     def adapt_and_predict(
         self, support_x, support_y, query_x, steps=None, batch_size=32
@@ -252,6 +401,8 @@ class MAML(MetaModel):
             adapt_layers=self.adapt_layers,
             transductive_eval=self.transductive_eval,
         )
+        if self.per_step_bn_statistics:
+            config["per_step_bn_statistics"] = True
         if self.inner.clipnorm is not None:
             config["inner_clipnorm"] = self.inner.clipnorm
         if self.inner.global_clipnorm is not None:

@@ -338,7 +338,7 @@ class MetaModel(keras.Model):
             `(y, y_pred, new_state, gradients)` as the joint computation would.
         """
         weights = [v.value for v in self.learner.trainable_variables]
-        state = [v.value for v in self.learner.non_trainable_variables]
+        state = [v.value for v in self._state_variables()]
         context = self._episode_context(support_x, support_y, None)
         num_tasks = support_x.shape[0]
         predictions, states, gradients = [], [], None
@@ -387,7 +387,7 @@ class MetaModel(keras.Model):
         if not self._update_is_finite(gradients, variables, new_state):
             return
         self.optimizer.apply(gradients, variables)
-        for variable, value in zip(self.learner.non_trainable_variables, new_state):
+        for variable, value in zip(self._state_variables(), new_state):
             variable.assign(value.detach())
 
     def _with_loss_check(self, gradients):
@@ -481,7 +481,7 @@ class MetaModel(keras.Model):
         weights = [v.value.detach() for v in self.learner.trainable_variables]
         if not all(bool(torch.isfinite(w).all()) for w in weights):
             return "the meta-learned weights themselves are non-finite"
-        state = [v.value.detach() for v in self.learner.non_trainable_variables]
+        state = [v.value.detach() for v in self._state_variables()]
         support_x, support_y, query_x, query_y = self._step_episode
         rng = torch.get_rng_state()
         if self._step_rng is not None:
@@ -672,6 +672,15 @@ class MetaModel(keras.Model):
         """
         return {"steps": steps}
 
+    def _state_variables(self):
+        """The variables whose values travel as `state` through a training step.
+
+        The learner's non-trainable variables (BatchNormalization statistics,
+        seed generators); subclasses may append their own (MAML's per-step
+        statistics). `_task_forward` returns new values for all of them.
+        """
+        return list(self.learner.non_trainable_variables)
+
     def _forward(self, weights, state, x, training):
         """The learner's forward pass with the given weights and state."""
         return stateless_forward(self.learner, weights, state, x, training)
@@ -684,13 +693,7 @@ class MetaModel(keras.Model):
         """
 
         def loss(weights, index=None):
-            if index is not None:
-                x_, y_ = (
-                    torch.index_select(x, 0, index),
-                    torch.index_select(y, 0, index),
-                )
-            else:
-                x_, y_ = x, y
+            x_, y_ = _select(x, y, index)
             predictions, _ = self._forward(weights, state, x_, training=True)
             return self._task_loss(y_, predictions)
 
@@ -703,7 +706,7 @@ class MetaModel(keras.Model):
                 "adaptation: call model.compile(optimizer, loss, metrics)."
             )
         weights = [v.value for v in self.learner.trainable_variables]
-        state = [v.value for v in self.learner.non_trainable_variables]
+        state = [v.value for v in self._state_variables()]
         context = self._episode_context(support_x, support_y, steps)
 
         def task(sx, sy, qx):
@@ -871,6 +874,13 @@ def _map_tasks(task, tensors, vectorize):
         )
         state = [torch.stack(values) for values in zip(*[r[1] for r in results])]
     return outputs, [_reduce_over_tasks(value) for value in state]
+
+
+def _select(x, y, index):
+    """The support examples at `index` (a 1-D tensor), or all with `None`."""
+    if index is None:
+        return x, y
+    return torch.index_select(x, 0, index), torch.index_select(y, 0, index)
 
 
 def _merge_tasks(tensor):

@@ -55,7 +55,12 @@ class ProtoNet(MetaModel):
     in every task (the episode contract). BatchNormalization: support and
     query are embedded in training mode (batch statistics) during
     meta-training and in inference mode (moving statistics) at evaluation
-    and in the model returned by `adapt`.
+    and in the model returned by `adapt`, unless `transductive_eval=True`:
+    then `evaluate`, `adapt_and_predict` and `evaluate_episodes` embed each
+    task's support set and query set with their own batch statistics, as in
+    training, and `adapt` computes the prototypes that way (the classifier
+    it returns still embeds new inputs in inference mode, one at a time
+    being possible).
 
     Args:
         learner: a `keras.Model` mapping inputs to embeddings `(batch, d)`,
@@ -64,6 +69,8 @@ class ProtoNet(MetaModel):
         scale: multiplier of the scores; `None` means `1.0` for Euclidean
             and `10.0` for cosine (cosine similarities lie in [-1, 1] and
             need a temperature). Defaults to `None`.
+        transductive_eval: embed support and query sets with their batch
+            statistics at evaluation. Defaults to `False`.
         vectorize_tasks: batch the tasks with `torch.func.vmap`. Defaults to
             `False`.
         **kwargs: passed to `keras.Model`.
@@ -82,9 +89,19 @@ class ProtoNet(MetaModel):
     """
 
     def __init__(
-        self, learner, distance="euclidean", scale=None, vectorize_tasks=False, **kwargs
+        self,
+        learner,
+        distance="euclidean",
+        scale=None,
+        transductive_eval=False,
+        vectorize_tasks=False,
+        **kwargs,
     ):
         super().__init__(learner, vectorize_tasks=vectorize_tasks, **kwargs)
+        if not isinstance(transductive_eval, bool):
+            raise ValueError(
+                f"`transductive_eval` must be True or False. Received: {transductive_eval!r}"
+            )
         if distance not in DISTANCES:
             raise ValueError(
                 f"`distance` must be one of {list(DISTANCES)}. Received: {distance!r}"
@@ -100,6 +117,7 @@ class ProtoNet(MetaModel):
             )
         self.distance = distance
         self.scale = scale
+        self.transductive_eval = transductive_eval
 
     @property
     def _scale(self):
@@ -135,6 +153,7 @@ class ProtoNet(MetaModel):
     def _task_forward(
         self, weights, state, support_x, support_y, query_x, training, context
     ):
+        training = training or self.transductive_eval
         support, _ = self._forward(weights, state, support_x, training=training)
         query, new_state = self._forward(weights, state, query_x, training=training)
         prototypes = _class_means(support, support_y, context["ways"])
@@ -163,7 +182,9 @@ class ProtoNet(MetaModel):
         weights = [v.value.detach() for v in self.learner.trainable_variables]
         state = [v.value.detach() for v in self.learner.non_trainable_variables]
         with torch.no_grad():
-            embeddings, _ = self._forward(weights, state, support_x, training=False)
+            embeddings, _ = self._forward(
+                weights, state, support_x, training=self.transductive_eval
+            )
             prototypes = _class_means(embeddings, support_y, context["ways"])
         embedding = learner_with_weights(self.learner, weights, state, support_x)
         classifier = PrototypeClassifier(
@@ -179,6 +200,8 @@ class ProtoNet(MetaModel):
     def get_config(self):
         config = super().get_config()
         config.update(distance=self.distance, scale=self.scale)
+        if self.transductive_eval:
+            config["transductive_eval"] = True
         return config
 
 

@@ -52,6 +52,12 @@ class Reptile(MAML):
         **kwargs,
     ):
         kwargs.pop("first_order", None)
+        if kwargs.get("per_step_bn_statistics"):
+            raise ValueError(
+                "Reptile does not support `per_step_bn_statistics=True`: its "
+                "outer update moves towards the adapted weights and never "
+                "normalises queries with per-step statistics."
+            )
         super().__init__(
             learner,
             inner_steps=inner_steps,
