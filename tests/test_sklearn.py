@@ -33,7 +33,7 @@ CHECK_ESTIMATORS = [
     MetaClassifier(algorithm="protonet", **FAST),
     MetaClassifier(algorithm="fomaml", adapt_steps=5, **FAST),
     MetaRegressor(
-        algorithm="maml", shots=1, inner_learning_rate=0.05, adapt_steps=50, **FAST
+        algorithm="maml", shots=1, inner_learning_rate=0.01, adapt_steps=100, **FAST
     ),
 ]
 
@@ -41,7 +41,9 @@ CHECK_ESTIMATORS = [
 # Checks expected to fail, with the reason each does not apply to a
 # meta-learner. None: with random_state fixed, fits are reproducible, and at
 # these tiny budgets the estimators still pass the accuracy checks (for
-# MetaRegressor thanks to adapt_steps=50 on the training set).
+# MetaRegressor thanks to adapt_steps=100 on the training set; at a higher
+# inner rate its adaptation diverges on the unscaled multi-output data, which
+# `adapt` reports as an error instead of returning non-finite weights).
 EXPECTED_FAILED_CHECKS = {}
 
 
