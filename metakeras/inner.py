@@ -42,6 +42,7 @@ class InnerLoop:
             `global_clipnorm`, as Keras optimizers' `global_clipnorm`. Only
             one of `clipnorm` and `global_clipnorm` can be set. Defaults to
             `None`.
+
     Example:
 
     >>> inner = InnerLoop(steps=5, learning_rate=0.01, batch_size=10)
@@ -191,48 +192,36 @@ class InnerLoop:
                     return loss_fn(full, index, step)
                 return loss_fn(full, index)
 
-            def gradients(subset, adapted_loss=adapted_loss):
-                """`(clipped grads, loss, aux)` of the support loss at `subset`."""
-                if torch._C._functorch.maybe_current_level() is None:
-                    # Outside vmap, plain autograd is the same math as
-                    # torch.func.grad with less per-op dispatch.
-                    grads, loss, aux = _autograd_step(
-                        adapted_loss,
-                        subset,
-                        create_graph=not self.first_order,
-                        has_aux=has_aux,
-                    )
-                else:
-                    grads, loss = torch.func.grad_and_value(
-                        adapted_loss, has_aux=has_aux
-                    )(subset)
-                    loss, aux = loss if has_aux else (loss, None)
-                return self._clip(grads), loss, aux
-
-            def apply(subset, grads):
-                new = []
-                for i, w, g in zip(adapted, subset, grads):
-                    w = w - learning_rates[i] * g
-                    if constraints is not None and constraints[i] is not None:
-                        w = constraints[i](w)
-                    new.append(w)
-                return new
-
             at = [fast[i] for i in adapted]
-            if self.first_order:
-                # The inner gradients are constants of the outer graph.
-                grads, loss, aux = gradients([w.detach() for w in at])
-            else:
-                grads, loss, aux = gradients(at)
-            new = apply(at, grads)
+            # First order: the inner gradients are constants of the outer graph.
+            grads, loss, aux = self._gradients(
+                adapted_loss,
+                [w.detach() for w in at] if self.first_order else at,
+                has_aux,
+            )
             if has_aux:
                 auxes.append(aux)
             fast = list(fast)
-            for i, w in zip(adapted, new):
-                fast[i] = w
+            for i, w, g in zip(adapted, at, grads):
+                fast[i] = w - learning_rates[i] * g
+                if constraints is not None and constraints[i] is not None:
+                    fast[i] = constraints[i](fast[i])
             if monitor is not None:
                 monitor(step, loss, grads, fast)
         return (fast, auxes) if has_aux else fast
+
+    def _gradients(self, loss_fn, at, has_aux):
+        """`(clipped grads, loss, aux)` of `loss_fn` at the weights `at`."""
+        if torch._C._functorch.maybe_current_level() is None:
+            # Outside vmap, plain autograd is the same math as torch.func.grad
+            # with less per-op dispatch.
+            grads, loss, aux = _autograd_step(
+                loss_fn, at, create_graph=not self.first_order, has_aux=has_aux
+            )
+        else:
+            grads, loss = torch.func.grad_and_value(loss_fn, has_aux=has_aux)(at)
+            loss, aux = loss if has_aux else (loss, None)
+        return self._clip(grads), loss, aux
 
     def _clip(self, grads):
         """Clips the inner gradients by norm, as Keras optimizers do."""

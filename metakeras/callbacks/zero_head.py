@@ -45,6 +45,7 @@ class ZeroHead(keras.callbacks.Callback):
                 f"`layer` must be None or a layer name. Received: {layer!r}"
             )
         self.layer = layer
+        self._head = []
 
     def _variables(self):
         learner = getattr(self.model, "learner", None)
@@ -69,10 +70,11 @@ class ZeroHead(keras.callbacks.Callback):
         return learner.get_layer(self.layer).trainable_variables
 
     def _zero(self):
-        for variable in self._variables():
+        for variable in self._head:
             variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
 
     def on_train_begin(self, logs=None):
+        self._head = self._variables()
         self._zero()
 
     def on_train_batch_end(self, batch, logs=None):

@@ -5,7 +5,7 @@ import torch
 
 from metakeras.inner import InnerLoop
 from metakeras.models._cloning import learner_with_weights
-from metakeras.models.meta_model import MetaModel, _select
+from metakeras.models.meta_model import MetaModel, _check_flag, _select
 
 
 @keras.saving.register_keras_serializable(package="metakeras")
@@ -127,15 +127,8 @@ class MAML(MetaModel):
             adapt_layers = list(adapt_layers)
             if not adapt_layers:
                 raise ValueError("`adapt_layers` must name at least one layer.")
-        if not isinstance(transductive_eval, bool):
-            raise ValueError(
-                f"`transductive_eval` must be True or False. Received: {transductive_eval!r}"
-            )
-        if not isinstance(per_step_bn_statistics, bool):
-            raise ValueError(
-                "`per_step_bn_statistics` must be True or False. Received: "
-                f"{per_step_bn_statistics!r}"
-            )
+        _check_flag(transductive_eval, "transductive_eval")
+        _check_flag(per_step_bn_statistics, "per_step_bn_statistics")
         self.adapt_layers = adapt_layers
         self.transductive_eval = transductive_eval
         self.per_step_bn_statistics = per_step_bn_statistics
@@ -188,15 +181,15 @@ class MAML(MetaModel):
         self.step_statistics = [
             self.add_weight(
                 shape=(self.inner.steps + 1, *state[i].shape),
-                initializer=keras.initializers.Constant(0.0),
+                # Every slot starts from the learner's current statistics.
+                initializer=lambda shape, dtype, v=state[i]: keras.ops.stack(
+                    [keras.ops.cast(v, dtype)] * shape[0]
+                ),
                 trainable=False,
                 name=f"step_{state[i].path.replace('/', '_')}",
             )
             for i in slots
         ]
-        for i, stacked in zip(slots, self.step_statistics):
-            value = keras.ops.convert_to_tensor(state[i])
-            stacked.assign(keras.ops.broadcast_to(value[None], stacked.shape))
 
     def _build_learner(self, support_x):
         super()._build_learner(support_x)
@@ -208,7 +201,9 @@ class MAML(MetaModel):
 
     def _split_state(self, state):
         """`state` -> (the learner's state, the per-step stacks)."""
-        count = len(self.learner.non_trainable_variables)
+        if not self.step_statistics:
+            return state, []
+        count = len(state) - len(self.step_statistics)
         return list(state[:count]), list(state[count:])
 
     def _state_at(self, learner_state, stacks, step):
@@ -362,9 +357,9 @@ class MAML(MetaModel):
         with torch.no_grad():
             fast = self._adapt_weights(weights, state, support_x, support_y, context)
         fast = [w.detach() for w in fast]
+        steps = self.inner.steps if steps is None else steps
         self._check_adapted(fast, steps)
         learner_state, stacks = self._split_state(state)
-        steps = self.inner.steps if steps is None else steps
         learner_state = self._state_at(learner_state, stacks, steps)
         return learner_with_weights(self.learner, fast, learner_state, support_x)
 
@@ -372,7 +367,6 @@ class MAML(MetaModel):
         """Raises if adaptation made a weight non-finite (a diverged inner loop)."""
         for variable, value in zip(self.learner.trainable_variables, fast):
             if not bool(torch.isfinite(value).all()):
-                steps = self.inner.steps if steps is None else steps
                 raise ValueError(
                     f"Adaptation diverged: the adapted weight {variable.path!r} is "
                     f"non-finite after {steps} inner step(s) at "

@@ -59,11 +59,7 @@ class MetaModel(keras.Model):
                 "`learner` must be a keras.Model (Sequential, functional or "
                 f"subclassed). Received: {type(learner).__name__}"
             )
-        if not isinstance(vectorize_tasks, bool):
-            raise ValueError(
-                "`vectorize_tasks` must be True or False. Received: "
-                f"{vectorize_tasks!r}"
-            )
+        _check_flag(vectorize_tasks, "vectorize_tasks")
         self.learner = learner
         self.vectorize_tasks = vectorize_tasks
         self._learner_input_shape = None
@@ -874,6 +870,12 @@ def _map_tasks(task, tensors, vectorize):
         )
         state = [torch.stack(values) for values in zip(*[r[1] for r in results])]
     return outputs, [_reduce_over_tasks(value) for value in state]
+
+
+def _check_flag(value, name):
+    """Raises unless `value` is a bool, naming the argument `name`."""
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False. Received: {value!r}")
 
 
 def _select(x, y, index):

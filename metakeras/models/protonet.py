@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from metakeras.models._cloning import learner_with_weights
-from metakeras.models.meta_model import MetaModel
+from metakeras.models.meta_model import MetaModel, _check_flag
 
 DISTANCES = ("euclidean", "cosine")
 
@@ -98,10 +98,7 @@ class ProtoNet(MetaModel):
         **kwargs,
     ):
         super().__init__(learner, vectorize_tasks=vectorize_tasks, **kwargs)
-        if not isinstance(transductive_eval, bool):
-            raise ValueError(
-                f"`transductive_eval` must be True or False. Received: {transductive_eval!r}"
-            )
+        _check_flag(transductive_eval, "transductive_eval")
         if distance not in DISTANCES:
             raise ValueError(
                 f"`distance` must be one of {list(DISTANCES)}. Received: {distance!r}"
