@@ -11,10 +11,22 @@ for the 2 cores. Implementations:
 - `learn2learn`: learn2learn 0.2.0's `MAML` wrapper, run with the Python of
   the peers virtual environment (`../shared/peers/setup.sh`), if present.
 
-Usage:
-    python benchmarks/throughput.py [--seconds 12] [--quick] [--peers-python PATH]
+The implementations of a configuration take turns, `--rounds` times (the
+machine's speed drifts over minutes, so running one after another would
+favour whichever ran in a fast spell); the table reports each one's median
+tasks/s and its largest peak memory.
 
-Prints a table and writes benchmarks/results/throughput.csv.
+`--peers-malloc-tuned` runs the PyTorch reference and learn2learn with the
+allocator settings that metakeras applies to itself when it trains on the
+CPU (`metakeras.config`), as glibc environment variables, to show how much
+of the difference those settings make.
+
+Usage:
+    python benchmarks/throughput.py [--seconds 12] [--rounds 3] [--quick]
+        [--configs NAME ...] [--peers-python PATH] [--peers-malloc-tuned]
+
+Prints a table and writes benchmarks/results/throughput.csv
+(`throughput_peers_malloc_tuned.csv` with `--peers-malloc-tuned`).
 """
 
 import argparse
@@ -62,9 +74,17 @@ CONFIGS = {
 QUICK = ["maml2 5w1s mb16 1step", "protonet 5w1s mb16", "sinusoid mlp k10 mb25"]
 
 
-def run(impl, config, python):
+TUNED_MALLOC = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+}
+
+
+def run(impl, config, python, malloc_tuned=False):
     worker = os.path.join(HERE, "_throughput_worker.py")
     env = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=os.path.dirname(HERE))
+    if malloc_tuned:
+        env.update(TUNED_MALLOC)
     result = subprocess.run(
         [python, worker, impl, json.dumps(config)],
         capture_output=True,
@@ -85,6 +105,19 @@ def main(argv=None):
     )
     parser.add_argument("--peers-python", default=DEFAULT_PEERS)
     parser.add_argument("--configs", nargs="*", help="names of configurations to run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--peers-malloc-tuned",
+        action="store_true",
+        help="give the PyTorch reference and learn2learn metakeras's allocator settings",
+    )
+    parser.add_argument(
+        "--no-vmap", action="store_true", help="skip the vectorize_tasks runs"
+    )
+    parser.add_argument(
+        "--impls", nargs="*", help="run only these implementations (default: all)"
+    )
+    parser.add_argument("--output", help="CSV file name in benchmarks/results")
     args = parser.parse_args(argv)
 
     names = args.configs or (QUICK if args.quick else list(CONFIGS))
@@ -98,32 +131,45 @@ def main(argv=None):
             "min_steps": 3,
             "max_steps": 10_000,
         }
-        impls = ["metakeras", "metakeras-vmap", "torch"] + (
-            ["learn2learn"] if peers else []
-        )
-        for impl in impls:
-            python = peers if impl == "learn2learn" else sys.executable
-            result = run(impl, config, python)
-            rows.append({"config": name, "impl": impl, **result})
-            print(name, impl, result, flush=True)
+        impls = ["metakeras"] + ([] if args.no_vmap else ["metakeras-vmap"])
+        impls += ["torch"] + (["learn2learn"] if peers else [])
+        impls = [impl for impl in impls if not args.impls or impl in args.impls]
+        for round_ in range(args.rounds):
+            for impl in impls:
+                python = peers if impl == "learn2learn" else sys.executable
+                tuned = args.peers_malloc_tuned and impl in ("torch", "learn2learn")
+                result = run(impl, config, python, malloc_tuned=tuned)
+                rows.append({"config": name, "impl": impl, "round": round_, **result})
+                print(name, impl, result, flush=True)
     table = pd.DataFrame(rows)
     ok = table[table.get("tasks_per_s").notna()] if "tasks_per_s" in table else table
-    pivot = ok.pivot(index="config", columns="impl", values="tasks_per_s")
+    pivot = ok.pivot_table(
+        index="config", columns="impl", values="tasks_per_s", aggfunc="median"
+    )
+    ours = [impl for impl in ("metakeras", "metakeras-vmap") if impl in pivot]
     for peer in ("torch", "learn2learn"):
         if peer in pivot:
-            pivot[f"metakeras/{peer}"] = (
-                pivot[["metakeras", "metakeras-vmap"]].max(axis=1) / pivot[peer]
-            )
-    memory = ok.pivot(index="config", columns="impl", values="peak_rss_mb")
+            pivot[f"metakeras/{peer}"] = pivot[ours].max(axis=1) / pivot[peer]
+    memory = ok.pivot_table(
+        index="config", columns="impl", values="peak_rss_mb", aggfunc="max"
+    )
     os.makedirs(RESULTS, exist_ok=True)
     from metakeras._io import atomic_path
 
-    with atomic_path(os.path.join(RESULTS, "throughput.csv")) as tmp:
+    filename = args.output or (
+        "throughput_peers_malloc_tuned.csv"
+        if args.peers_malloc_tuned
+        else "throughput.csv"
+    )
+    with atomic_path(os.path.join(RESULTS, filename)) as tmp:
         table.to_csv(tmp, index=False)
     with pd.option_context(
         "display.width", 200, "display.float_format", "{:.2f}".format
     ):
-        print("\nmeta-training tasks per second (higher is better)")
+        print(
+            f"\nmeta-training tasks per second, median of {args.rounds} rounds "
+            "(higher is better)"
+        )
         print(pivot.loc[[n for n in names if n in pivot.index]].to_string())
         print(
             "\npeak resident memory, MB (the learn2learn venv's torch is a larger CUDA build)"

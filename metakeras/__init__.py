@@ -6,6 +6,7 @@ ensure_torch_backend()
 
 from metakeras import (  # noqa: E402
     callbacks,
+    config,
     datasets,
     distributed,
     evaluation,
@@ -32,6 +33,7 @@ __all__ = [
     "layers",
     "models",
     "callbacks",
+    "config",
     "datasets",
     "distributed",
     "evaluation",

@@ -211,3 +211,108 @@ def test_stateless_forward_falls_back_for_masking_and_functional_models():
     functional = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     assert _plan(masked) is None
     assert _plan(functional) is None
+
+
+def _pool_input(shape, seed=0):
+    """ReLU-like values with tied windows (constant regions, zeros)."""
+    x = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(seed)))
+    x[..., :4, :4] = 0.5
+    return x
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((6, 8, 28, 28), dict(pool_size=2)),
+        ((3, 4, 7, 9), dict(pool_size=2)),  # odd sizes: the last row/column dropped
+        ((3, 4, 9, 9), dict(pool_size=3, strides=2)),  # overlapping windows
+        ((2, 5, 8, 8), dict(pool_size=(2, 3), strides=(1, 2))),
+        ((2, 5, 8, 8), dict(pool_size=2, padding="same")),  # falls back to Keras
+    ],
+)
+def test_max_pooling_matches_keras_values_and_second_order_gradients(shape, kwargs):
+    from metakeras.layers import MaxPooling2D
+
+    x0 = _pool_input(shape)
+    ours = MaxPooling2D(data_format="channels_first", **kwargs)
+    theirs = keras.layers.MaxPooling2D(data_format="channels_first", **kwargs)
+    results = []
+    for layer in (ours, theirs):
+        x = x0.clone().requires_grad_()
+        y = layer(x)
+        upstream = torch.linspace(-1, 1, y.numel()).view(y.shape).requires_grad_()
+        (grad_x,) = torch.autograd.grad((y * upstream).sum(), x, create_graph=True)
+        # The derivative of the gradient with respect to the upstream
+        # gradient is what second-order MAML differentiates.
+        (second,) = torch.autograd.grad((grad_x * x0).sum(), upstream)
+        results.append((y, grad_x, second))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_max_pooling_falls_back_under_vmap_and_for_channels_last():
+    from metakeras.layers import MaxPooling2D
+
+    x = _pool_input((3, 2, 4, 6, 6))
+    layer = MaxPooling2D(2, data_format="channels_first")
+    reference = keras.layers.MaxPooling2D(2, data_format="channels_first")
+    torch.testing.assert_close(torch.vmap(layer)(x), torch.vmap(reference)(x))
+    x_last = x[0].permute(0, 2, 3, 1)
+    torch.testing.assert_close(
+        MaxPooling2D(2, data_format="channels_last")(x_last),
+        keras.layers.MaxPooling2D(2, data_format="channels_last")(x_last),
+    )
+
+
+def test_conv4_pooling_before_relu_equals_the_classic_block_order():
+    """relu(max(x)) == max(relu(x)), with equal first and second derivatives."""
+    from metakeras.layers import Conv2D
+
+    keras.utils.set_random_seed(0)
+    ours = metakeras.models.conv4(input_shape=(1, 28, 28), outputs=5)
+    names = [layer.name for layer in ours.layers[:4]]
+    assert names == ["conv0", "bn0", "pool0", "relu0"]
+    classic = keras.Sequential([keras.Input((1, 28, 28))])
+    for _ in range(4):
+        classic.add(Conv2D(64, 3, padding="same", data_format="channels_first"))
+        classic.add(BatchNormalization(axis=1))
+        classic.add(keras.layers.ReLU())
+        classic.add(keras.layers.MaxPooling2D(2, data_format="channels_first"))
+    classic.add(keras.layers.Flatten())
+    classic.add(keras.layers.Dense(5))
+    classic.set_weights(ours.get_weights())
+    # Blank margins make tied windows, as Omniglot's white background does.
+    x = torch.zeros(6, 1, 28, 28)
+    x[:, :, 6:22, 6:22] = torch.rand(
+        6, 1, 16, 16, generator=torch.Generator().manual_seed(1)
+    )
+    weights = [
+        torch.randn(tuple(v.shape), requires_grad=True)
+        for v in ours.trainable_variables
+    ]
+    state = [v.value.clone() for v in ours.non_trainable_variables]
+
+    def second_order(model):
+        y, _ = model.stateless_call(weights, state, x, training=True)
+        grads = torch.autograd.grad((y**2).mean(), weights, create_graph=True)
+        outer = torch.autograd.grad(sum((g**2).sum() for g in grads), weights)
+        return [y, *grads, *outer]
+
+    for a, b in zip(second_order(ours), second_order(classic)):
+        assert torch.equal(a, b)
+
+
+def test_max_pooling_config_round_trips(tmp_path):
+    from metakeras.layers import MaxPooling2D
+
+    model = keras.Sequential(
+        [keras.Input((2, 8, 8)), MaxPooling2D(2, data_format="channels_first")]
+    )
+    path = tmp_path / "pool.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.layers[0]) is MaxPooling2D
+    x = _pool_input((3, 2, 8, 8)).numpy()
+    np.testing.assert_array_equal(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0)
+    )

@@ -2,5 +2,6 @@
 
 from metakeras.layers.batch_normalization import BatchNormalization
 from metakeras.layers.conv2d import Conv2D
+from metakeras.layers.max_pooling2d import MaxPooling2D
 
-__all__ = ["BatchNormalization", "Conv2D"]
+__all__ = ["BatchNormalization", "Conv2D", "MaxPooling2D"]

@@ -2,7 +2,7 @@
 
 import keras
 
-from metakeras.layers import BatchNormalization, Conv2D
+from metakeras.layers import BatchNormalization, Conv2D, MaxPooling2D
 
 DATA_FORMATS = ("channels_first", "channels_last")
 
@@ -22,9 +22,17 @@ def conv4(
     64-dimensional embedding; 84x84 mini-ImageNet images give 1,600 (MAML
     uses `filters=32` there).
 
-    BatchNormalization is `metakeras.layers.BatchNormalization` (Keras's
-    layer computed by PyTorch's fused kernel: same results, faster under the
-    double differentiation of MAML).
+    Each block pools before its ReLU: ReLU is monotone, so
+    `relu(max(x)) == max(relu(x))` and the gradients agree too (the first
+    maximum of a window gets the gradient either way, and where the maximum
+    is not positive ReLU passes no gradient in either order), while the ReLU
+    and its derivatives run on a quarter of the values.
+
+    The convolution, BatchNormalization and pooling layers are
+    `metakeras.layers.Conv2D`, `BatchNormalization` and `MaxPooling2D`:
+    Keras's layers computed by faster PyTorch kernels, with the same
+    weights, results and gradients (see their docstrings and
+    `benchmarks/README.md`).
 
     The default layout is `channels_first`, `(channels, height, width)`:
     PyTorch's convolutions are channels-first, so Keras's torch backend pays
@@ -72,8 +80,8 @@ def conv4(
                 filters, 3, padding="same", data_format=data_format, name=f"conv{block}"
             ),
             BatchNormalization(axis=axis, name=f"bn{block}"),
+            MaxPooling2D(2, data_format=data_format, name=f"pool{block}"),
             keras.layers.ReLU(name=f"relu{block}"),
-            keras.layers.MaxPooling2D(2, data_format=data_format, name=f"pool{block}"),
         ]
     layers.append(keras.layers.Flatten(name="flatten"))
     if outputs is not None:

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from metakeras import distributed
+from metakeras.config import _tune_malloc_for_training
 from metakeras.models import _resume
 from metakeras.models._stateless import stateless_forward
 from metakeras.tasks.episode import unpack_episode, validate_episode
@@ -291,6 +292,13 @@ class MetaModel(keras.Model):
         )
 
     # ------------------------------------------------------------------ steps
+
+    def make_train_function(self, force=False):
+        if self.trainable_variables:
+            # Per-task buffers are freed and reallocated many times a step;
+            # see metakeras.config for why freed memory is kept for reuse.
+            _tune_malloc_for_training(self.trainable_variables[0].value.device.type)
+        return super().make_train_function(force=force)
 
     def train_step(self, data):
         support_x, support_y, query_x, query_y = self._episode_tensors(data)

@@ -1,0 +1,110 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import metakeras
+
+glibc_only = pytest.mark.skipif(
+    not hasattr(metakeras.config._glibc(), "mallinfo2"),
+    reason="needs glibc 2.33 or later (mallopt, mallinfo2)",
+)
+
+# Whether a live 24 MiB, then 30 MiB, buffer sits in its own memory mapping (which glibc
+# unmaps on free, so its next use page-faults afresh) rather than in the heap
+# (kept for reuse), before and after one MAML training step, in a fresh
+# process so that the allocator starts from glibc's defaults. (glibc raises its
+# threshold to the size of each mapping it frees, hence two sizes.)
+_SCRIPT = textwrap.dedent(
+    """
+    import ctypes, sys
+    import metakeras, keras, numpy as np, torch
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+            "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
+
+    def mapped(mib):
+        before = libc.mallinfo2().hblkhd
+        buffer = torch.ones(mib * 2**18)
+        return libc.mallinfo2().hblkhd - before >= mib * 2**20
+
+    if sys.argv[1] == "disable":
+        metakeras.config.disable_malloc_tuning()
+    untuned = mapped(24)
+    learner = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model = metakeras.MAML(learner, inner_steps=1)
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.zeros((2, 3, 2), "float32")
+    model.train_on_batch(
+        {"support_x": x, "support_y": x, "query_x": x, "query_y": x}
+    )
+    tuned = mapped(30)
+    print(untuned, tuned, metakeras.config._state["applied"])
+    """
+)
+
+
+def _mapped(mode, **environment):
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("MALLOC_") and key != "METAKERAS_MALLOC_TUNING"
+    }
+    env.update(environment)
+    result = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
+    return [word == "True" for word in result.stdout.split()]
+
+
+@glibc_only
+def test_training_keeps_freed_memory_for_reuse():
+    untuned, tuned, applied = _mapped("default")
+    assert applied
+    assert untuned  # glibc's default: mapped, unmapped on free
+    assert not tuned  # from the heap, kept for reuse
+
+
+@glibc_only
+@pytest.mark.parametrize(
+    "mode, environment",
+    [
+        ("disable", {}),
+        ("default", {"METAKERAS_MALLOC_TUNING": "0"}),
+        ("default", {"MALLOC_TRIM_THRESHOLD_": "131072"}),  # the user's own choice
+    ],
+)
+def test_malloc_tuning_can_be_turned_off(mode, environment):
+    untuned, tuned, applied = _mapped(mode, **environment)
+    assert not applied
+    assert untuned and tuned
+
+
+def test_switches(monkeypatch):
+    monkeypatch.setitem(metakeras.config._state, "enabled", None)
+    monkeypatch.setenv("METAKERAS_MALLOC_TUNING", "0")
+    assert not metakeras.config.is_malloc_tuning_enabled()
+    metakeras.config.enable_malloc_tuning()
+    assert metakeras.config.is_malloc_tuning_enabled()
+    monkeypatch.delenv("METAKERAS_MALLOC_TUNING")
+    monkeypatch.setitem(metakeras.config._state, "enabled", None)
+    assert metakeras.config.is_malloc_tuning_enabled()
+
+
+def test_no_tuning_off_the_cpu(monkeypatch):
+    monkeypatch.setitem(metakeras.config._state, "applied", False)
+    monkeypatch.setitem(metakeras.config._state, "enabled", True)
+    assert not metakeras.config._tune_malloc_for_training("cuda")
+    assert not metakeras.config._state["applied"]
