@@ -48,6 +48,7 @@ _FRAMEWORK_METHODS = {
     "from_config",
     "get_config",
     "load_own_variables",
+    "make_train_function",
     "save_own_variables",
     "on_epoch_end",
     "predict_step",
