@@ -294,7 +294,9 @@ class MetaModel(keras.Model):
     # ------------------------------------------------------------------ steps
 
     def make_train_function(self, force=False):
-        if self.trainable_variables:
+        # `train_on_batch` asks for the train function on every call; tune
+        # only when it is built.
+        if (self.train_function is None or force) and self.trainable_variables:
             # Per-task buffers are freed and reallocated many times a step;
             # see metakeras.config for why freed memory is kept for reuse.
             _tune_malloc_for_training(self.trainable_variables[0].value.device.type)
