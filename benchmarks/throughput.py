@@ -21,12 +21,20 @@ allocator settings that metakeras applies to itself when it trains on the
 CPU (`metakeras.config`), as glibc environment variables, to show how much
 of the difference those settings make.
 
+With `--device cuda` it runs the GPU table instead (`GPU_CONFIGS`, Omniglot
+and mini-ImageNet sizes): metakeras's default (`vectorize_tasks="auto"`),
+its task loop, `vectorize_tasks=True`, and `compile(jit_compile=True)` (the
+step as a CUDA graph), beside the PyTorch reference of `_reference.py` as a
+task loop and under `torch.func.vmap`; tasks/s and peak GPU memory.
+
 Usage:
     python benchmarks/throughput.py [--seconds 12] [--rounds 3] [--quick]
         [--configs NAME ...] [--peers-python PATH] [--peers-malloc-tuned]
+        [--device cuda]
 
 Prints a table and writes benchmarks/results/throughput.csv
-(`throughput_peers_malloc_tuned.csv` with `--peers-malloc-tuned`).
+(`throughput_peers_malloc_tuned.csv` with `--peers-malloc-tuned`,
+`throughput_cuda.csv` with `--device cuda`).
 """
 
 import argparse
@@ -72,6 +80,48 @@ CONFIGS = {
     },
 }
 QUICK = ["maml2 5w1s mb16 1step", "protonet 5w1s mb16", "sinusoid mlp k10 mb25"]
+# The configurations of the GPU table (`--device cuda`): Omniglot and
+# mini-ImageNet sizes as the papers train them.
+GPU_CONFIGS = {
+    "maml2 omniglot 5w1s mb16 1step": {},
+    "maml2 omniglot 20w1s mb16 5steps": {"ways": 20, "steps": 5, "inner_lr": 0.1},
+    "maml2 84x84x3 F32 5w5s mb4 5steps": {
+        "image_size": 84,
+        "channels": 3,
+        "filters": 32,
+        "shots": 5,
+        "meta_batch": 4,
+        "steps": 5,
+        "inner_lr": 0.01,
+    },
+    "maml1 84x84x3 F32 5w1s mb4 5steps": {
+        "image_size": 84,
+        "channels": 3,
+        "filters": 32,
+        "meta_batch": 4,
+        "steps": 5,
+        "inner_lr": 0.01,
+        "first_order": True,
+    },
+    "protonet omniglot 20w5s mb16": {"algorithm": "protonet", "ways": 20, "shots": 5},
+}
+CPU_IMPLS = ["metakeras", "metakeras-vmap", "torch", "learn2learn"]
+CUDA_IMPLS = [
+    "metakeras-loop",
+    "metakeras",
+    "metakeras-vmap",
+    "metakeras-graph",
+    "torch",
+    "torch-vmap",
+]
+
+
+def config_for(name, table=None):
+    """The full configuration of the named row of `table` (`CONFIGS`)."""
+    table = CONFIGS if table is None else table
+    if name not in table:
+        raise SystemExit(f"unknown configuration {name!r}; choose from {list(table)}")
+    return {**BASE, **table[name]}
 
 
 TUNED_MALLOC = {
@@ -81,20 +131,26 @@ TUNED_MALLOC = {
 
 
 def run(impl, config, python, malloc_tuned=False):
+    """Measures `impl` on `config` (or on each of a list of configs) in a fresh
+    process; returns one result dict per configuration."""
+    configs = config if isinstance(config, list) else [config]
     worker = os.path.join(HERE, "_throughput_worker.py")
-    env = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=os.path.dirname(HERE))
+    paths = [os.path.dirname(HERE)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    env = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=os.pathsep.join(paths))
     if malloc_tuned:
         env.update(TUNED_MALLOC)
     result = subprocess.run(
-        [python, worker, impl, json.dumps(config)],
+        [python, worker, impl, json.dumps(configs)],
         capture_output=True,
         text=True,
         env=env,
         timeout=900,
     )
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines() if line]
     if result.returncode != 0:
-        return {"error": result.stderr.strip().splitlines()[-1][:120]}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+        error = {"error": (result.stderr.strip().splitlines() or ["?"])[-1][:200]}
+        lines += [error] * (len(configs) - len(lines))
+    return lines if isinstance(config, list) else lines[0]
 
 
 def main(argv=None):
@@ -118,15 +174,48 @@ def main(argv=None):
         "--impls", nargs="*", help="run only these implementations (default: all)"
     )
     parser.add_argument("--output", help="CSV file name in benchmarks/results")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, or cuda: the GPU table (its configurations and "
+        "implementations, peak GPU memory)",
+    )
     args = parser.parse_args(argv)
 
-    names = args.configs or (QUICK if args.quick else list(CONFIGS))
+    cuda = args.device.startswith("cuda")
+    table = GPU_CONFIGS if cuda else CONFIGS
+    names = args.configs or (QUICK if args.quick and not cuda else list(table))
     peers = args.peers_python if os.path.exists(args.peers_python) else None
     rows = []
-    for name in names:
+    if cuda:
+        # On a GPU one process per implementation runs every configuration
+        # (peak GPU memory is reset per configuration): the imports would
+        # otherwise take longer than the measurements.
+        configs = [
+            {
+                **config_for(name, table),
+                "seconds": args.seconds,
+                "min_steps": 3,
+                "max_steps": 100_000,
+                "device": args.device,
+                "warmup_steps": 3,
+            }
+            for name in names
+        ]
+        impls = [impl for impl in CUDA_IMPLS if not args.impls or impl in args.impls]
+        for round_ in range(args.rounds):
+            for impl in impls:
+                for name, result in zip(names, run(impl, configs, sys.executable)):
+                    rows.append(
+                        {"config": name, "impl": impl, "round": round_, **result}
+                    )
+                    print(name, impl, result, flush=True)
+        names_run = []
+    else:
+        names_run = names
+    for name in names_run:
         config = {
-            **BASE,
-            **CONFIGS[name],
+            **config_for(name, table),
             "seconds": args.seconds,
             "min_steps": 3,
             "max_steps": 10_000,
@@ -146,12 +235,23 @@ def main(argv=None):
     pivot = ok.pivot_table(
         index="config", columns="impl", values="tasks_per_s", aggfunc="median"
     )
-    ours = [impl for impl in ("metakeras", "metakeras-vmap") if impl in pivot]
-    for peer in ("torch", "learn2learn"):
-        if peer in pivot:
-            pivot[f"metakeras/{peer}"] = pivot[ours].max(axis=1) / pivot[peer]
+    ours = [impl for impl in pivot.columns if impl.startswith("metakeras")]
+    if cuda:
+        if {"metakeras", "torch"} <= set(pivot):
+            pivot["default/torch loop"] = pivot["metakeras"] / pivot["torch"]
+        best_reference = pivot[[c for c in ("torch", "torch-vmap") if c in pivot]]
+        pivot["best/best reference"] = pivot[ours].max(axis=1) / best_reference.max(
+            axis=1
+        )
+        if {"metakeras-graph", "torch-vmap"} <= set(pivot):
+            pivot["graph/torch vmap"] = pivot["metakeras-graph"] / pivot["torch-vmap"]
+    else:
+        for peer in ("torch", "learn2learn"):
+            if peer in pivot:
+                pivot[f"metakeras/{peer}"] = pivot[ours].max(axis=1) / pivot[peer]
+    memory_column = "peak_gpu_mb" if cuda else "peak_rss_mb"
     memory = ok.pivot_table(
-        index="config", columns="impl", values="peak_rss_mb", aggfunc="max"
+        index="config", columns="impl", values=memory_column, aggfunc="max"
     )
     os.makedirs(RESULTS, exist_ok=True)
     from metakeras._io import atomic_path
@@ -159,6 +259,8 @@ def main(argv=None):
     filename = args.output or (
         "throughput_peers_malloc_tuned.csv"
         if args.peers_malloc_tuned
+        else "throughput_cuda.csv"
+        if cuda
         else "throughput.csv"
     )
     with atomic_path(os.path.join(RESULTS, filename)) as tmp:
@@ -172,7 +274,10 @@ def main(argv=None):
         )
         print(pivot.loc[[n for n in names if n in pivot.index]].to_string())
         print(
-            "\npeak resident memory, MB (the learn2learn venv's torch is a larger CUDA build)"
+            "\npeak GPU memory allocated, MB"
+            if cuda
+            else "\npeak resident memory, MB (the learn2learn venv's torch is a "
+            "larger CUDA build)"
         )
         print(memory.loc[[n for n in names if n in memory.index]].to_string())
 

@@ -258,8 +258,6 @@ def _fill_auto(config, given):
         config["queries"] = 15 if classification else 10
     if config["meta_batch_size"] is None:
         config["meta_batch_size"] = 4 if classification else 25
-    if config["vectorize_tasks"] is None:
-        config["vectorize_tasks"] = config["learner"] == "mlp"
     if algorithm == "protonet":
         explicit = [k for k in _INNER_FIELDS + ("first_order",) if k in given]
         if explicit:
@@ -351,8 +349,12 @@ def build_model(config, input_shape):
         None if algorithm == "protonet" else (config["ways"] if classification else 1)
     )
     learner = _learner(config, tuple(input_shape), outputs)
+    vectorize = config["vectorize_tasks"]
+    if vectorize is None:
+        # Small dense learners gain from vmap on the CPU too.
+        vectorize = True if config["learner"] == "mlp" else "auto"
     if algorithm == "protonet":
-        model = metakeras.ProtoNet(learner, vectorize_tasks=config["vectorize_tasks"])
+        model = metakeras.ProtoNet(learner, vectorize_tasks=vectorize)
     else:
         cls = {
             "maml": metakeras.MAML,
@@ -364,7 +366,7 @@ def build_model(config, input_shape):
             "inner_steps": config["inner_steps"],
             "inner_learning_rate": config["inner_learning_rate"],
             "inner_batch_size": config["inner_batch_size"],
-            "vectorize_tasks": config["vectorize_tasks"],
+            "vectorize_tasks": vectorize,
         }
         if cls is None:
             model = metakeras.Reptile(learner, **inner)

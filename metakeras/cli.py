@@ -198,7 +198,7 @@ def _add_train(commands):
         type=_boolean,
         metavar="BOOL",
         help="run the tasks of a meta-batch under torch.func.vmap "
-        "(default: true for mlp)",
+        "(default: true for mlp, else chosen by device: true on GPUs)",
     )
     inner = train.add_argument_group("inner loop (not for protonet)")
     inner.add_argument(

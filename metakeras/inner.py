@@ -3,6 +3,8 @@
 import keras
 import torch
 
+from metakeras.layers.batch_normalization import _first_derivatives_only
+
 
 @keras.saving.register_keras_serializable(package="metakeras")
 class InnerLoop:
@@ -193,12 +195,7 @@ class InnerLoop:
                 return loss_fn(full, index)
 
             at = [fast[i] for i in adapted]
-            # First order: the inner gradients are constants of the outer graph.
-            grads, loss, aux = self._gradients(
-                adapted_loss,
-                [w.detach() for w in at] if self.first_order else at,
-                has_aux,
-            )
+            grads, loss, aux = self._gradients(adapted_loss, at, has_aux)
             if has_aux:
                 auxes.append(aux)
             fast = list(fast)
@@ -214,10 +211,17 @@ class InnerLoop:
         """`(clipped grads, loss, aux)` of `loss_fn` at the weights `at`."""
         if torch._C._functorch.maybe_current_level() is None:
             # Outside vmap, plain autograd is the same math as torch.func.grad
-            # with less per-op dispatch.
+            # with less per-op dispatch. First order: the gradients are taken
+            # at detached copies, so they are constants of the outer graph.
             grads, loss, aux = _autograd_step(
                 loss_fn, at, create_graph=not self.first_order, has_aux=has_aux
             )
+        elif self.first_order:
+            with _first_derivatives_only():
+                grads, loss = torch.func.grad_and_value(loss_fn, has_aux=has_aux)(
+                    [w.detach() for w in at]
+                )
+            loss, aux = loss if has_aux else (loss, None)
         else:
             grads, loss = torch.func.grad_and_value(loss_fn, has_aux=has_aux)(at)
             loss, aux = loss if has_aux else (loss, None)
@@ -233,7 +237,7 @@ class InnerLoop:
             return [g * scale for g in grads]
         return grads
 
-    def batches(self, num_examples, steps=None):
+    def batches(self, num_examples, steps=None, device=None):
         """Support indices of each step's mini-batch, or `None` for full batch.
 
         Each mini-batch lies within one pass over the support set; a new pass
@@ -244,6 +248,10 @@ class InnerLoop:
         Args:
             num_examples: number of support examples.
             steps: number of steps. Defaults to `None` (`self.steps`).
+            device: where the indices live: the support set's device, so
+                that selecting a mini-batch stays on it (permutations are
+                drawn from that device's random generator). Defaults to
+                `None` (the CPU).
 
         Returns:
             A list of `steps` 1-D int64 tensors, or `None` without
@@ -256,9 +264,11 @@ class InnerLoop:
         per_pass = num_examples // size
         passes = -(-steps // per_pass)
         if self.shuffle:
-            orders = [torch.randperm(num_examples) for _ in range(passes)]
+            orders = [
+                torch.randperm(num_examples, device=device) for _ in range(passes)
+            ]
         else:
-            orders = [torch.arange(num_examples)] * passes
+            orders = [torch.arange(num_examples, device=device)] * passes
         return [
             orders[s // per_pass][(s % per_pass) * size : (s % per_pass + 1) * size]
             for s in range(steps)

@@ -4,6 +4,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import cpu_only, requires_cuda
 
 import metakeras
 
@@ -70,11 +71,20 @@ def _mapped(mode, **environment):
 
 
 @glibc_only
+@cpu_only
 def test_training_keeps_freed_memory_for_reuse():
     untuned, tuned, applied = _mapped("default")
     assert applied
     assert untuned  # glibc's default: mapped, unmapped on free
     assert not tuned  # from the heap, kept for reuse
+
+
+@glibc_only
+@requires_cuda
+def test_training_on_a_gpu_leaves_the_allocator_alone():
+    untuned, tuned, applied = _mapped("default")
+    assert not applied
+    assert untuned and tuned
 
 
 @glibc_only

@@ -1,7 +1,8 @@
-"""Multi-process meta-training with `metakeras.distributed` (torchrun, gloo).
+"""Multi-process meta-training with `metakeras.distributed` (torchrun).
 
-The multi-process tests launch `python -m torch.distributed.run` with two CPU
-processes on loopback; the processes run this file as a script
+The multi-process tests launch `python -m torch.distributed.run` with two
+processes on loopback (gloo, on the CPU or sharing one GPU; nccl where there
+is a GPU per process); the processes run this file as a script
 (`_worker`), save what they trained, and the test compares it with one
 process trained here on the union of their tasks. Two launches cover it all,
 to keep the start-up cost (about 8 s per launch on 2 cores) down.
@@ -20,7 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from conftest import mlp  # noqa: E402
+from conftest import mlp, requires_cuda  # noqa: E402
 
 import metakeras  # noqa: E402
 from metakeras import distributed  # noqa: E402
@@ -176,19 +177,26 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _launch(mode, out, timeout=LAUNCH_TIMEOUT_S):
+def _launch(mode, out, timeout=LAUNCH_TIMEOUT_S, processes=2, backend=None):
+    paths = [ROOT, HERE] + [p for p in [os.environ.get("PYTHONPATH")] if p]
     env = dict(
         os.environ,
         OMP_NUM_THREADS="1",
         KERAS_BACKEND="torch",
         MPLBACKEND="Agg",
-        PYTHONPATH=os.pathsep.join([ROOT, HERE]),
+        PYTHONPATH=os.pathsep.join(paths),
     )
+    if backend is None and torch.cuda.device_count() < processes:
+        # nccl needs one GPU per process; gloo lets processes share one GPU
+        # (or run on the CPU).
+        backend = "gloo"
+    if backend is not None:
+        env["METAKERAS_DIST_BACKEND"] = backend
     command = [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--nproc-per-node=2",
+        f"--nproc-per-node={processes}",
         "--master-addr=127.0.0.1",
         f"--master-port={_free_port()}",
         os.path.abspath(__file__),
@@ -268,6 +276,18 @@ def test_cli_under_torchrun_writes_on_rank_zero_only(two_ranks):
     assert result.stdout.count("metakeras train: maml on sinusoid") == 1
     assert result.stdout.count("Epoch 1/2") == 1
     assert result.stdout.count("wall time:") == 1
+
+
+@requires_cuda
+def test_torchrun_with_nccl_on_one_gpu_per_process(tmp_path):
+    # As many processes as GPUs (one on a one-GPU machine), with nccl.
+    processes = torch.cuda.device_count()
+    result, _ = _launch("train", tmp_path, processes=processes, backend="nccl")
+    assert result.returncode == 0, result.stderr[-4000:]
+    reference, _ = _train("maml", lambda tasks: tasks, seed=100)
+    weights, _ = _load(tmp_path, "maml", 0)
+    for got, want in zip(weights, reference.get_weights()):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
 def test_a_failing_rank_ends_the_job_with_an_error(tmp_path):

@@ -32,12 +32,13 @@ def episodes():
     }
 
 
-def meta_step(batch_norm, vectorize=False):
+def meta_step(batch_norm, vectorize=False, first_order=False):
     model = metakeras.MAML(
         small_net(batch_norm),
         inner_steps=2,
         inner_learning_rate=0.3,
         vectorize_tasks=vectorize,
+        first_order=first_order,
     )
     model.compile(
         optimizer=keras.optimizers.SGD(1.0),
@@ -67,6 +68,15 @@ def test_fused_layer_matches_keras_batch_normalization_in_maml(vectorize):
         rtol=1e-4,
         atol=1e-4,
     )
+
+
+def test_first_order_maml_under_vmap_uses_the_fused_kernel_exactly():
+    # Without second derivatives PyTorch's batching rule for the fused
+    # kernel is exact, so first-order MAML keeps it in the inner loop too.
+    before, loop_after, _ = meta_step(BatchNormalization, False, first_order=True)
+    _, vmap_after, _ = meta_step(BatchNormalization, True, first_order=True)
+    for a, b, w in zip(loop_after, vmap_after, before):
+        np.testing.assert_allclose(w - a, w - b, rtol=1e-4, atol=1e-6)
 
 
 def test_inference_uses_moving_statistics_and_config_round_trips(tmp_path):
@@ -240,7 +250,8 @@ def test_max_pooling_matches_keras_values_and_second_order_gradients(shape, kwar
     for layer in (ours, theirs):
         x = x0.clone().requires_grad_()
         y = layer(x)
-        upstream = torch.linspace(-1, 1, y.numel()).view(y.shape).requires_grad_()
+        upstream = torch.linspace(-1, 1, y.numel(), device=y.device)
+        upstream = upstream.view(y.shape).requires_grad_()
         (grad_x,) = torch.autograd.grad((y * upstream).sum(), x, create_graph=True)
         # The derivative of the gradient with respect to the upstream
         # gradient is what second-order MAML differentiates.

@@ -378,8 +378,6 @@ def test_bad_constructor_and_compile_arguments():
         model.compile(optimizer="adam")
     with pytest.raises(ValueError, match="single task loss"):
         model.compile(optimizer="adam", loss=["mse", "mae"])
-    with pytest.raises(ValueError, match="jit_compile"):
-        model.compile(optimizer="adam", loss="mse", jit_compile=True)
     model.compile(optimizer="adam", loss="mse")
     with pytest.raises(ValueError, match="`steps` must be None or a non-negative"):
         model.adapt(np.zeros((3, 1)), np.zeros((3, 1)), steps=-1)

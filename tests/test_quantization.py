@@ -40,6 +40,11 @@ def _maml(hidden=16):
     return model
 
 
+# ProtoNet models here keep the task loop (`vectorize_tasks=False`, also on
+# a GPU): Keras's own quantized layers, which these tests cover, cannot run
+# under vmap, where quantize_weights stores the kernels itself instead.
+
+
 def _protonet(episodes_features=6):
     embedding = keras.Sequential(
         [
@@ -48,7 +53,7 @@ def _protonet(episodes_features=6):
             keras.layers.Dense(16),
         ]
     )
-    model = metakeras.ProtoNet(embedding)
+    model = metakeras.ProtoNet(embedding, vectorize_tasks=False)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-2),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -100,7 +105,7 @@ def test_conv_kernels_get_weight_quantization():
             keras.layers.Dense(8, name="head"),
         ]
     )
-    model = metakeras.ProtoNet(embedding)
+    model = metakeras.ProtoNet(embedding, vectorize_tasks=False)
     model.compile(
         optimizer="adam",
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -226,11 +231,9 @@ def test_quantization_aware_fine_tuning_fake_quantizes_the_fast_weights():
 def test_fake_quantization_is_straight_through():
     constraint = FakeQuantization("int4")
     w = torch.linspace(-1.0, 1.0, 12).reshape(3, 4).requires_grad_()
-    out = constraint(w)
-    np.testing.assert_allclose(
-        out.detach().numpy(), _numpy(fake_quantize(w.detach(), "int4"))
-    )
-    (out * torch.arange(12.0).reshape(3, 4)).sum().backward()
+    out = constraint(w)  # on Keras's device, as a constraint's output is
+    np.testing.assert_allclose(_numpy(out), _numpy(fake_quantize(w.detach(), "int4")))
+    (out * torch.arange(12.0, device=out.device).reshape(3, 4)).sum().backward()
     np.testing.assert_allclose(w.grad.numpy(), np.arange(12.0).reshape(3, 4))
     variable = keras.Variable(np.ones((2, 2), "float32") * 0.3)
     assert constraint(variable) is variable  # master weights stay float
@@ -389,7 +392,7 @@ def test_half_pruning_plus_int8_loses_little_few_shot_accuracy(tmp_path):
                 keras.layers.Dense(32),
             ]
         )
-        model = metakeras.ProtoNet(embedding)
+        model = metakeras.ProtoNet(embedding, vectorize_tasks=False)
         model.compile(
             optimizer=keras.optimizers.Adam(3e-3),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

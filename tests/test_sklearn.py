@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sklearn
+from conftest import CUDA, requires_cuda
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
@@ -249,7 +250,9 @@ def test_learner_argument_forms():
         return keras.Sequential([keras.Input((n_features_in,)), keras.layers.Dense(6)])
 
     MetaClassifier(learner=build, **_tiny()).fit(X, y)
-    assert calls == [(4, None)]  # ProtoNet: an embedding of any width
+    # ProtoNet: an embedding of any width (called once more on a GPU, for
+    # initial weights drawn on the CPU).
+    assert set(calls) == {(4, None)} and len(calls) == (2 if CUDA else 1)
     with pytest.raises(ValueError, match=r"must output \(batch, 3\)"):
         MetaClassifier(algorithm="maml", ways=3, learner=build, **_tiny()).fit(X, y)
     with pytest.raises(ValueError, match="but X has 5 features"):
@@ -429,3 +432,22 @@ def test_regression_groups_route_through_grid_search():
         assert search.best_estimator_.n_groups_ == 12
     finally:
         sklearn.set_config(enable_metadata_routing=False)
+
+
+@requires_cuda
+def test_random_state_draws_the_same_initial_weights_on_every_device():
+    from metakeras.sklearn import _drawn_on_cpu
+
+    def make():
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+
+    keras.utils.set_random_seed(0)
+    on_gpu = _drawn_on_cpu(make)
+    after_gpu = np.random.random()
+    keras.utils.set_random_seed(0)
+    with keras.device("cpu"):
+        on_cpu = make()
+    assert np.random.random() == after_gpu  # later draws are unchanged too
+    assert on_gpu.weights[0].value.device.type == "cuda"
+    for a, b in zip(on_gpu.get_weights(), on_cpu.get_weights()):
+        np.testing.assert_array_equal(a, b)

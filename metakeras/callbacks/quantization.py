@@ -93,7 +93,7 @@ def quantize_weights(model, mode="int8", layers=None):
         )
     chosen = _layers.select_layers(learner, names, "layers")
     functional = getattr(model, "inner", None) is not None or bool(
-        getattr(model, "vectorize_tasks", False)
+        model._vectorized() if hasattr(model, "_vectorized") else False
     )
     kinds = {}
     native = []
@@ -186,6 +186,9 @@ class FakeQuantization(keras.constraints.Constraint):
             w = self.constraint(w)
         if isinstance(w, keras.Variable):
             return w
+        # On Keras's device, where the rounding below computes (a
+        # differentiable move for a tensor from elsewhere).
+        w = keras.ops.convert_to_tensor(w)
         return w + keras.ops.stop_gradient(fake_quantize(w, self.mode) - w)
 
     def get_config(self):

@@ -38,6 +38,8 @@ class Conv2D(keras.layers.Conv2D):
         padding = self._fused_padding(inputs)
         if padding is None:
             return super().call(inputs)
+        # As Keras's own ops do: inputs on another device move to Keras's.
+        inputs = keras.ops.convert_to_tensor(inputs)
         kernel = keras.ops.convert_to_tensor(self.kernel)
         kernel = kernel.permute(3, 2, 0, 1).contiguous()
         bias = keras.ops.convert_to_tensor(self.bias) if self.use_bias else None

@@ -6,6 +6,10 @@ import torch.nn.functional as F
 
 from metakeras.layers.batch_normalization import _under_vmap
 
+# Where pooling a channels-last copy pays (benchmarks/operators.py empties
+# it to count the operators of the GPU's kernel choices on a CPU).
+_LAYOUT_TRICK_DEVICES = {"cpu"}
+
 
 @keras.saving.register_keras_serializable(package="metakeras")
 class MaxPooling2D(keras.layers.MaxPooling2D):
@@ -21,9 +25,12 @@ class MaxPooling2D(keras.layers.MaxPooling2D):
     window receives the gradient, exactly as in the built-in layer, and
     the second derivatives (MAML) are PyTorch's own as well.
 
-    The fast path covers `channels_first` float32 inputs with `"valid"`
-    padding; anything else (`channels_last`, `"same"` padding, other dtypes,
-    calls under `torch.func.vmap`) runs Keras's own implementation.
+    The channels-last kernel is used for `channels_first` float32 inputs on
+    the CPU with `"valid"` padding. On other devices (a GPU, where every
+    layout change is one more kernel launch) and under `torch.func.vmap`
+    such inputs go to `torch.nn.functional.max_pool2d` directly, as Keras's
+    layer does after its argument handling; anything else (`channels_last`,
+    `"same"` padding, other dtypes) runs Keras's own implementation.
 
     It takes the arguments of `keras.layers.MaxPooling2D` (its constructor is
     Keras's own).
@@ -38,9 +45,14 @@ class MaxPooling2D(keras.layers.MaxPooling2D):
     def call(self, inputs):
         if not self._fused(inputs):
             return super().call(inputs)
-        outputs, _ = _ChannelsLastMaxPool2d.apply(
-            inputs, tuple(self.pool_size), tuple(self.strides)
-        )
+        # As Keras's own ops do: inputs on another device move to Keras's.
+        inputs = keras.ops.convert_to_tensor(inputs)
+        pool_size, strides = tuple(self.pool_size), tuple(self.strides)
+        if inputs.device.type not in _LAYOUT_TRICK_DEVICES or _under_vmap():
+            # The layout trick is a CPU optimisation; on a GPU every layout
+            # change is one more kernel launch.
+            return F.max_pool2d(inputs, pool_size, strides)
+        outputs, _ = _ChannelsLastMaxPool2d.apply(inputs, pool_size, strides)
         return outputs
 
     def _fused(self, inputs):
@@ -50,7 +62,7 @@ class MaxPooling2D(keras.layers.MaxPooling2D):
             return False
         if not isinstance(inputs, torch.Tensor) or inputs.dtype != torch.float32:
             return False
-        return inputs.ndim == 4 and not _under_vmap()
+        return inputs.ndim == 4
 
 
 class _ChannelsLastMaxPool2d(torch.autograd.Function):
@@ -73,12 +85,16 @@ class _ChannelsLastMaxPool2d(torch.autograd.Function):
         x, pool_size, strides = inputs
         _, indices = output
         ctx.mark_non_differentiable(indices)
+        # The indices take no gradient: nothing to fill with zeros for them.
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(indices)
         ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
         ctx.pool_size, ctx.strides = pool_size, strides
 
     @staticmethod
     def backward(ctx, grad, _):
+        if grad is None:
+            return None, None, None
         (indices,) = ctx.saved_tensors
         # The kernel reads only the input's shape and dtype, so a zero-stride
         # stand-in replaces the input: keeping the input alive for the

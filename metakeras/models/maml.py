@@ -71,7 +71,9 @@ class MAML(MetaModel):
             per inner step (MAML++); needs a learner with BatchNormalization
             layers. Defaults to `False`.
         vectorize_tasks: batch the tasks of a meta-batch with
-            `torch.func.vmap`. Defaults to `False`.
+            `torch.func.vmap` (`True`), run them one by one (`False`), or
+            choose by device and learner (`"auto"`, see `MetaModel`).
+            Defaults to `"auto"`.
         **kwargs: passed to `keras.Model`.
 
     Example:
@@ -101,7 +103,7 @@ class MAML(MetaModel):
         inner_batch_size=None,
         adapt_layers=None,
         transductive_eval=False,
-        vectorize_tasks=False,
+        vectorize_tasks="auto",
         inner_clipnorm=None,
         inner_global_clipnorm=None,
         per_step_bn_statistics=False,
@@ -287,7 +289,9 @@ class MAML(MetaModel):
     def _episode_context(self, support_x, support_y, steps):
         return {
             "steps": steps,
-            "batches": self.inner.batches(support_x.shape[1], steps),
+            "batches": self.inner.batches(
+                support_x.shape[1], steps, device=support_x.device
+            ),
         }
 
     def _task_forward(

@@ -6,8 +6,12 @@ import torch
 
 from metakeras import distributed
 from metakeras.config import _tune_malloc_for_training
+from metakeras.layers.batch_normalization import _discarding_moving_statistics
 from metakeras.models import _resume
+from metakeras.models._cuda_graph import GraphedTrainStep
 from metakeras.models._stateless import stateless_forward
+from metakeras.models._task_loss import TaskLoss
+from metakeras.models._vectorize import auto_vectorize
 from metakeras.tasks.episode import unpack_episode, validate_episode
 
 NONFINITE_MODES = ("raise", "skip", "ignore")
@@ -37,8 +41,12 @@ class MetaModel(keras.Model):
     Args:
         learner: a built or buildable `keras.Model` (Sequential, functional or
             subclassed) mapping inputs to predictions.
-        vectorize_tasks: if `True`, batch the tasks of a meta-batch with
-            `torch.func.vmap`. Defaults to `False`.
+        vectorize_tasks: `True` batches the tasks of a meta-batch with
+            `torch.func.vmap`, `False` runs them one after another (and
+            keeps one task's activations in memory at a time), `"auto"`
+            batches them where that is correct and faster: on GPUs, for
+            learners made of the layers listed in
+            `metakeras.models._vectorize`. Defaults to `"auto"`.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -53,16 +61,18 @@ class MetaModel(keras.Model):
     ```
     """
 
-    def __init__(self, learner, vectorize_tasks=False, **kwargs):
+    def __init__(self, learner, vectorize_tasks="auto", **kwargs):
         super().__init__(**kwargs)
         if not isinstance(learner, keras.Model):
             raise ValueError(
                 "`learner` must be a keras.Model (Sequential, functional or "
                 f"subclassed). Received: {type(learner).__name__}"
             )
-        _check_flag(vectorize_tasks, "vectorize_tasks")
+        if vectorize_tasks != "auto":
+            _check_flag(vectorize_tasks, "vectorize_tasks", extra=' or "auto"')
         self.learner = learner
         self.vectorize_tasks = vectorize_tasks
+        self._auto_vectorize = None
         self._learner_input_shape = None
         self._learner_output_shape = None
         self._task_loss = None
@@ -71,6 +81,9 @@ class MetaModel(keras.Model):
         self._step_rng = None
         self._step_loss_state = None
         self._step_skipped = False
+        self._graph_runner = None
+        self._graph_episode = None
+        self._graph_checks = None
         if learner.built and getattr(learner, "outputs", None):
             self._learner_input_shape = tuple(learner.inputs[0].shape)
             self._learner_output_shape = tuple(learner.outputs[0].shape)
@@ -172,12 +185,23 @@ class MetaModel(keras.Model):
                 `keras.optimizers.LossScaleOptimizer` the check is left to
                 it. Defaults to `"raise"`.
             **kwargs: other `keras.Model.compile` arguments.
-                `jit_compile=True` is not supported (the inner loop uses
-                `torch.func` transforms).
+                `jit_compile=True` records the whole training step (inner
+                loop with its second-order gradients, outer backward,
+                optimizer update, metrics) as a CUDA graph after two eager
+                steps, and replays it for every later meta-batch of the same
+                shape: the same results with a fraction of the kernel
+                launches and none of the Python. `torch.compile`, what the
+                switch means for other Keras models on the torch backend,
+                cannot differentiate twice. Where a graph cannot replay the
+                step (no CUDA device, several processes, weight constraints,
+                a `LossScaleOptimizer`, a layer that reads values on the
+                host or copies from it) the model warns once, saying why,
+                and trains eagerly. Defaults to Keras's `"auto"`, which is
+                eager.
 
         Raises:
-            ValueError: for a missing or multiple `loss`, an unknown
-                `on_nonfinite` or `jit_compile=True`.
+            ValueError: for a missing or multiple `loss`, or an unknown
+                `on_nonfinite`.
 
         Example:
 
@@ -205,13 +229,12 @@ class MetaModel(keras.Model):
                 "MetaModel supports a single task loss; received a "
                 f"{type(loss).__name__} of losses: {loss!r}."
             )
-        if kwargs.get("jit_compile") is True:
-            raise ValueError(
-                "`jit_compile=True` is not supported by MetaModel: the inner loop "
-                "uses torch.func transforms. Use jit_compile=False."
-            )
+        graphed = kwargs.get("jit_compile") is True
+        # Keras would hand the step to torch.compile, which cannot
+        # differentiate twice; the CUDA graph replaces it.
         kwargs["jit_compile"] = False
-        self._task_loss = _as_loss_object(loss)
+        self._graph_runner = GraphedTrainStep(self) if graphed else None
+        self._task_loss = TaskLoss(loss)
         self.on_nonfinite = on_nonfinite
         if on_nonfinite == "skip" and not hasattr(self, "_skipped_tracker"):
             self._skipped_tracker = keras.metrics.Sum(name="skipped_batches")
@@ -221,6 +244,8 @@ class MetaModel(keras.Model):
         config = super().get_compile_config()
         if config is not None and self.on_nonfinite != "raise":
             config = dict(config, on_nonfinite=self.on_nonfinite)
+        if config is not None and self._graph_runner is not None:
+            config = dict(config, jit_compile=True)
         return config
 
     def compile_from_config(self, config):
@@ -303,15 +328,17 @@ class MetaModel(keras.Model):
         return super().make_train_function(force=force)
 
     def train_step(self, data):
+        if self._replays_graphs():
+            return self._graph_runner(data)
         support_x, support_y, query_x, query_y = self._episode_tensors(data)
         variables = self.trainable_variables
-        if self.vectorize_tasks or not self._loss_is_mean():
+        if self._vectorized() or not self._loss_is_mean():
             predictions, new_state = self._episode_forward(
                 support_x, support_y, query_x, training=True
             )
             y = _merge_tasks(query_y)
             y_pred = _merge_tasks(predictions)
-            loss = self._compute_loss(y=y, y_pred=y_pred, training=True)
+            loss = self._query_loss(y, y_pred, self._loss_is_plain())
             self._loss_tracker.update_state(loss, sample_weight=y.shape[0])
             gradients = self._gradients(self.optimizer.scale_loss(loss), variables)
         else:
@@ -322,6 +349,44 @@ class MetaModel(keras.Model):
         with torch.no_grad():
             self._apply_meta_update(gradients, variables, new_state)
         return self.compute_metrics(None, y, y_pred.detach())
+
+    def _replays_graphs(self):
+        """Whether `train_step` hands this step to the CUDA graph runner.
+
+        Every `train_step` starts by asking (`compile(jit_compile=True)`);
+        the runner then calls `train_step` again for the step it records.
+        """
+        runner = self._graph_runner
+        return (
+            runner is not None
+            and runner.reason is None
+            and (self._graph_episode is None)
+        )
+
+    def _graph_signature(self):
+        """The Python-side settings a recorded CUDA graph depends on."""
+        inner = getattr(self, "inner", None)
+        return (
+            type(self),
+            self._vectorized(),
+            self.on_nonfinite,
+            self.trainable,
+            None if inner is None else tuple(inner.get_config().items()),
+        )
+
+    def _vectorized(self):
+        """Whether this model's tasks run under `torch.func.vmap`.
+
+        `vectorize_tasks="auto"` is resolved once the learner is built (see
+        `metakeras.models._vectorize`).
+        """
+        if self.vectorize_tasks != "auto":
+            return self.vectorize_tasks
+        if self._auto_vectorize is None:
+            if not self.learner.built:
+                return False
+            self._auto_vectorize = auto_vectorize(self.learner)
+        return self._auto_vectorize
 
     def _gradients(self, loss, variables):
         gradients = torch.autograd.grad(
@@ -347,27 +412,47 @@ class MetaModel(keras.Model):
         state = [v.value for v in self._state_variables()]
         context = self._episode_context(support_x, support_y, None)
         num_tasks = support_x.shape[0]
-        predictions, states, gradients = [], [], None
+        plain = self._loss_is_plain()
+        predictions, states, losses, gradients = [], [], [], None
         for i in range(num_tasks):
             task_pred, task_state = self._task_forward(
                 weights, state, support_x[i], support_y[i], query_x[i], True, context
             )
-            loss = self._compute_loss(y=query_y[i], y_pred=task_pred, training=True)
-            self._loss_tracker.update_state(loss, sample_weight=query_y[i].shape[0])
+            loss = self._query_loss(query_y[i], task_pred, plain)
+            losses.append(loss.detach())
             task_gradients = self._gradients(
                 self.optimizer.scale_loss(loss) / num_tasks, variables
             )
             if gradients is None:
                 gradients = task_gradients
             else:
-                for total, g in zip(gradients, task_gradients):
-                    total.add_(g)
+                torch._foreach_add_(gradients, task_gradients)
             predictions.append(task_pred.detach())
-            states.append([value.detach() for value in task_state])
+            states.append([_detached(value) for value in task_state])
+        # Every task has as many queries, so the mean of the task losses
+        # weighted by all queries is the tracker's per-task update summed.
+        self._loss_tracker.update_state(
+            torch.stack(losses).mean(), sample_weight=num_tasks * query_y.shape[1]
+        )
         new_state = [_reduce_over_tasks(torch.stack(values)) for values in zip(*states)]
         y = _merge_tasks(query_y)
         y_pred = torch.cat(predictions, dim=0)
         return y, y_pred, new_state, gradients
+
+    def _loss_is_plain(self):
+        """Whether the query loss is the task loss alone, in PyTorch's form.
+
+        Keras's `compute_loss` adds the learner's regularization losses to
+        the compiled loss; without any, and for a loss `TaskLoss` computes
+        with one PyTorch call, the two are the same value.
+        """
+        return self._task_loss.fused and not self.losses
+
+    def _query_loss(self, y, y_pred, plain):
+        """The compiled loss on query predictions, as Keras's `compute_loss`."""
+        if plain:
+            return self._task_loss(y, y_pred)
+        return self._compute_loss(y=y, y_pred=y_pred, training=True)
 
     def _loss_is_mean(self):
         """Whether the compiled loss averages over examples (Keras's default)."""
@@ -389,8 +474,17 @@ class MetaModel(keras.Model):
         # processes first, so every process applies the same step. A no-op
         # in a single process.
         gradients, new_state = distributed.all_reduce_mean((gradients, new_state))
+        if self._graph_checks is not None:
+            # In a CUDA graph step: no host synchronisation here; the graph
+            # runner takes the update back if this flag is false.
+            finite = None
+            if self.on_nonfinite != "ignore":
+                finite = _all_finite(
+                    list(gradients) + [v for v in new_state if v.is_floating_point()]
+                )
+            self._graph_checks.append((gradients, finite))
         # After the reduction, so that every process takes the same decision.
-        if not self._update_is_finite(gradients, variables, new_state):
+        elif not self._update_is_finite(gradients, variables, new_state):
             return
         self.optimizer.apply(gradients, variables)
         for variable, value in zip(self._state_variables(), new_state):
@@ -427,9 +521,7 @@ class MetaModel(keras.Model):
         ):
             return True
         values = list(gradients) + [v for v in new_state if v.is_floating_point()]
-        if not values or bool(
-            torch.stack([torch.isfinite(v).all() for v in values]).all()
-        ):
+        if not values or bool(_all_finite(values)):
             return True
         # The step's loss is left out of the epoch's mean, as its metrics are
         # (`compute_metrics`), so the next step starts from a finite total.
@@ -489,10 +581,10 @@ class MetaModel(keras.Model):
             return "the meta-learned weights themselves are non-finite"
         state = [v.value.detach() for v in self._state_variables()]
         support_x, support_y, query_x, query_y = self._step_episode
-        rng = torch.get_rng_state()
+        rng = _get_rng_state(support_x.device)
         if self._step_rng is not None:
             # Draw the same inner mini-batches as the failed step did.
-            torch.set_rng_state(self._step_rng)
+            _set_rng_state(self._step_rng)
         try:
             context = dict(self._episode_context(support_x, support_y, None))
             for task in range(support_x.shape[0]):
@@ -530,7 +622,7 @@ class MetaModel(keras.Model):
                         "inner loop stayed finite"
                     )
         finally:
-            torch.set_rng_state(rng)
+            _set_rng_state(rng)
         return None
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -700,7 +792,8 @@ class MetaModel(keras.Model):
 
         def loss(weights, index=None):
             x_, y_ = _select(x, y, index)
-            predictions, _ = self._forward(weights, state, x_, training=True)
+            with _discarding_moving_statistics():
+                predictions, _ = self._forward(weights, state, x_, training=True)
             return self._task_loss(y_, predictions)
 
         return loss
@@ -718,11 +811,14 @@ class MetaModel(keras.Model):
         def task(sx, sy, qx):
             return self._task_forward(weights, state, sx, sy, qx, training, context)
 
-        return _map_tasks(task, (support_x, support_y, query_x), self.vectorize_tasks)
+        return _map_tasks(task, (support_x, support_y, query_x), self._vectorized())
 
     # --------------------------------------------------------- input checks
 
     def _episode_tensors(self, data, check_labels=True):
+        if self._graph_episode is not None:
+            # A CUDA graph step: the runner has checked and placed them.
+            return self._graph_episode
         arrays = unpack_episode(data)
         support_x, support_y, query_x, query_y = (
             _to_tensor(value, name) for value, name in zip(arrays, _NAMES)
@@ -735,10 +831,11 @@ class MetaModel(keras.Model):
             query_y,
             num_classes=self._num_classes() if check_labels else None,
         )
+        self._episode_checks(support_x, support_y)
         # Kept for `_locate_nonfinite` and the `skip` mode of this step.
         self._step_episode = (support_x, support_y, query_x, query_y)
         if self.on_nonfinite != "ignore":
-            self._step_rng = torch.get_rng_state()
+            self._step_rng = _get_rng_state(support_x.device)
         if self.on_nonfinite != "ignore" and self.compiled:
             self._step_loss_state = [
                 v.value.detach().clone() for v in self._loss_tracker.variables
@@ -753,6 +850,9 @@ class MetaModel(keras.Model):
                     f"expects inputs of shape {wanted}."
                 )
         return support_x, support_y, query_x, query_y
+
+    def _episode_checks(self, support_x, support_y):
+        """Checks of a subclass on a validated meta-batch, before the step."""
 
     def _check_single_task(self, support_x, support_y):
         """Validates one task's support set (no task axis); returns tensors."""
@@ -864,6 +964,36 @@ def _to_tensor(value, name):
     return tensor
 
 
+def _detached(tensor):
+    return tensor.detach() if tensor.requires_grad else tensor
+
+
+def _all_finite(tensors):
+    """A 0-d bool tensor: whether every element of `tensors` is finite.
+
+    `0 * x` is 0 for finite `x` and NaN otherwise, and NaN survives a sum,
+    so two multi-tensor operations check every tensor at once (instead of
+    three operators per tensor), and large finite values cannot overflow.
+    """
+    zeros = torch._foreach_mul(tensors, 0.0)
+    return torch.stack(torch._foreach_norm(zeros, 1)).sum() == 0
+
+
+def _get_rng_state(device):
+    """The state of the random generator that draws on `device`."""
+    if device.type == "cuda":
+        return device, torch.cuda.get_rng_state(device)
+    return device, torch.get_rng_state()
+
+
+def _set_rng_state(saved):
+    device, state = saved
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
+
+
 def _map_tasks(task, tensors, vectorize):
     """Runs `task` on every task of a meta-batch and stacks the results.
 
@@ -882,10 +1012,10 @@ def _map_tasks(task, tensors, vectorize):
     return outputs, [_reduce_over_tasks(value) for value in state]
 
 
-def _check_flag(value, name):
+def _check_flag(value, name, extra=""):
     """Raises unless `value` is a bool, naming the argument `name`."""
     if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False. Received: {value!r}")
+        raise ValueError(f"`{name}` must be True or False{extra}. Received: {value!r}")
 
 
 def _select(x, y, index):
@@ -909,28 +1039,6 @@ def _reduce_over_tasks(values):
     if values.is_floating_point():
         return values.mean(dim=0)
     return values[-1]
-
-
-def _as_loss_object(loss):
-    loss = keras.losses.get(loss)
-    if isinstance(loss, keras.losses.Loss):
-        return loss
-    if callable(loss):
-        return _FunctionLoss(loss)
-    raise ValueError(
-        f"`loss` must be a loss name, function or Loss. Received: {loss!r}"
-    )
-
-
-class _FunctionLoss(keras.losses.Loss):
-    """A plain loss function `fn(y_true, y_pred)`, reduced over the examples."""
-
-    def __init__(self, fn):
-        super().__init__(name=getattr(fn, "__name__", "task_loss"))
-        self.fn = fn
-
-    def call(self, y_true, y_pred):
-        return self.fn(y_true, y_pred)
 
 
 def _first_batch(iterator):

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import torch
 
+from metakeras.layers.batch_normalization import _discarding_moving_statistics
 from metakeras.models._cloning import learner_with_weights
 from metakeras.models.meta_model import MetaModel, _check_flag
 
@@ -71,8 +72,9 @@ class ProtoNet(MetaModel):
             need a temperature). Defaults to `None`.
         transductive_eval: embed support and query sets with their batch
             statistics at evaluation. Defaults to `False`.
-        vectorize_tasks: batch the tasks with `torch.func.vmap`. Defaults to
-            `False`.
+        vectorize_tasks: batch the tasks with `torch.func.vmap` (`True`),
+            run them one by one (`False`), or choose by device and learner
+            (`"auto"`, see `MetaModel`). Defaults to `"auto"`.
         **kwargs: passed to `keras.Model`.
 
     Example:
@@ -94,7 +96,7 @@ class ProtoNet(MetaModel):
         distance="euclidean",
         scale=None,
         transductive_eval=False,
-        vectorize_tasks=False,
+        vectorize_tasks="auto",
         **kwargs,
     ):
         super().__init__(learner, vectorize_tasks=vectorize_tasks, **kwargs)
@@ -115,6 +117,7 @@ class ProtoNet(MetaModel):
         self.distance = distance
         self.scale = scale
         self.transductive_eval = transductive_eval
+        self._checked_labels = (None, None)
 
     @property
     def _scale(self):
@@ -131,6 +134,19 @@ class ProtoNet(MetaModel):
             raise ValueError(
                 f"ProtoNet has no inner steps; `steps` must be None. Received: {steps!r}"
             )
+        if support_y is self._checked_labels[0] or self._graph_episode is not None:
+            # Checked before the step (a CUDA graph step cannot read labels).
+            return {"ways": self._checked_labels[1]}
+        return {"ways": self._check_labels(support_y)}
+
+    def _episode_checks(self, support_x, support_y):
+        self._checked_labels = (support_y, self._check_labels(support_y))
+
+    def _graph_signature(self):
+        return (*super()._graph_signature(), self.distance, self._checked_labels[1])
+
+    def _check_labels(self, support_y):
+        """The number of classes of a meta-batch; every task must hold them all."""
         if support_y.is_floating_point():
             raise ValueError(
                 "ProtoNet needs integer class labels in `support_y`; received "
@@ -145,13 +161,14 @@ class ProtoNet(MetaModel):
                 f"Every task's `support_y` must hold every label 0..{ways - 1}; "
                 "some task is missing a class (labels must be remapped per episode)."
             )
-        return {"ways": ways}
+        return ways
 
     def _task_forward(
         self, weights, state, support_x, support_y, query_x, training, context
     ):
         training = training or self.transductive_eval
-        support, _ = self._forward(weights, state, support_x, training=training)
+        with _discarding_moving_statistics():
+            support, _ = self._forward(weights, state, support_x, training=training)
         query, new_state = self._forward(weights, state, query_x, training=training)
         prototypes = _class_means(support, support_y, context["ways"])
         logits = prototype_logits(query, prototypes, self.distance, self._scale)

@@ -68,6 +68,8 @@ class Reptile(MAML):
         )
 
     def train_step(self, data):
+        if self._replays_graphs():
+            return self._graph_runner(data)
         support_x, support_y, query_x, query_y = self._episode_tensors(data)
         if self._task_loss is None:
             raise RuntimeError("The model must be compiled before training.")
@@ -83,10 +85,10 @@ class Reptile(MAML):
 
         with torch.no_grad():
             (fast, predictions), new_state = _map_tasks(
-                task, (support_x, support_y, query_x), self.vectorize_tasks
+                task, (support_x, support_y, query_x), self._vectorized()
             )
             y, y_pred = _merge_tasks(query_y), _merge_tasks(predictions)
-            loss = self._compute_loss(y=y, y_pred=y_pred, training=True)
+            loss = self._query_loss(y, y_pred, self._loss_is_plain())
             self._loss_tracker.update_state(loss, sample_weight=y.shape[0])
             pseudo_gradients = [w - f.mean(dim=0) for w, f in zip(weights, fast)]
             pseudo_gradients = self._with_loss_check(pseudo_gradients)

@@ -25,7 +25,7 @@ rows. Falls back to scikit-learn's digits (upsampled to 16x16) when Omniglot
 is not found.
 
 Usage:
-    python benchmarks/compression.py [--seed 0] [--train-seconds 120]
+    python benchmarks/compression_benchmark.py [--seed 0] [--train-seconds 120]
         [--maml-seconds 150] [--maml-init protonet|scratch] [--cache DIR]
         [--episodes 200] [--data ../shared/data/omniglot]
 
