@@ -10,7 +10,9 @@ def atomic_path(path):
     """Yields a temporary path next to `path`; renames it onto `path` on success.
 
     A crash or kill while writing leaves `path` as it was (absent or the
-    previous complete file), never truncated.
+    previous complete file), never truncated. The file gets the permissions
+    a plainly created file would (`0o666` less the process's umask), not
+    the owner-only mode of a temporary file.
 
     The temporary file keeps every suffix of the final name
     (`model.weights.h5` gives `.tmp-XXXX.weights.h5`), so writers that check
@@ -39,6 +41,8 @@ def atomic_path(path):
     try:
         yield tmp
         _fsync(tmp)
+        if os.path.isfile(tmp):
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -61,3 +65,17 @@ def _fsync(path):
         pass
     finally:
         os.close(fd)
+
+
+def _umask():
+    """The process's umask, read without changing it where the OS allows."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -56,6 +56,9 @@ def build_parser():
         prog="metakeras",
         description="Meta-learning with the Keras 3 API on the PyTorch backend.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"metakeras {_version()}"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     _add_demo(commands)
@@ -72,7 +75,7 @@ def _add_demo(commands):
         description=(
             "Meta-trains MAML (1-40-40-1 ReLU) on sinusoid regression tasks, "
             "then prints the post-adaptation MSE on held-out tasks for 5 and 10 "
-            "shots (mean and 95%% CI) beside a baseline trained on the pooled "
+            "shots (mean and 95% CI) beside a baseline trained on the pooled "
             "tasks and fine-tuned the same way, and writes a plot of adapted tasks."
         ),
     )
@@ -488,3 +491,9 @@ def _demo(args):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _version():
+    from metakeras import __version__
+
+    return __version__

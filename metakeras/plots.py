@@ -252,7 +252,7 @@ def plot_confusion_matrix(
         matrix = results.confusion_matrices[setting]
         title = f"{results.name}: summed over {results.episodes} episodes"
         if setting is not None:
-            title += f", {setting} steps"
+            title += f", {setting} step" + ("" if setting == 1 else "s")
     else:
         matrix = np.asarray(results)
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:

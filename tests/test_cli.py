@@ -407,3 +407,14 @@ def test_train_and_evaluate_an_image_folder(tmp_path, capsys):
     argv = ["evaluate", str(out / "model.keras"), "--split", "val", "--episodes", "3"]
     assert main(argv) == 0
     assert "image-folder val split, 3 episodes, 2-way 1-shot" in capsys.readouterr().out
+
+
+def test_version_and_help_text(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"metakeras {metakeras.__version__}"
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    assert "95% CI" in " ".join(out.split()) and "%%" not in out

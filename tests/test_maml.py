@@ -411,3 +411,13 @@ def test_keras_constraints_hold_for_fast_weights_too():
     assert (adapted.layers[0].get_weights()[0] >= 0).all()
     model.train_on_batch(batch)
     assert (model.learner.layers[0].get_weights()[0] >= 0).all()
+
+
+def test_adapt_checks_the_feature_shape_like_predict():
+    model = metakeras.MAML(mlp())
+    model.compile(optimizer="adam", loss="mse")
+    wrong = np.zeros((5, 2), "float32")
+    with pytest.raises(ValueError, match=r"`support_x` has feature shape \(2,\)"):
+        model.adapt(wrong, np.zeros((5, 1), "float32"))
+    with pytest.raises(ValueError, match=r"`x` has feature shape \(2,\)"):
+        model.predict(wrong)

@@ -53,7 +53,11 @@ class MAML(MetaModel):
 
     Args:
         learner: the `keras.Model` whose initialisation is meta-learned.
-        inner_steps: inner gradient steps per task. Defaults to `1`.
+        inner_steps: inner gradient steps per task. `0` trains the
+            initialisation on the query sets without adapting to the
+            support sets (joint training, a baseline); `adapt(...,
+            steps=...)` and `evaluate_episodes(..., steps=...)` still adapt
+            it. Defaults to `1`.
         inner_learning_rate: step size of the inner loop. Defaults to `0.01`.
         first_order: use first-order MAML. Defaults to `False`.
         inner_batch_size: support examples per inner step; `None` for full

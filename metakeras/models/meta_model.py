@@ -135,17 +135,22 @@ class MetaModel(keras.Model):
             )
         if x.is_floating_point() and not bool(torch.isfinite(x).all()):
             raise ValueError(f"`{name}` contains NaN or infinite values.")
-        expected = self._learner_input_shape
-        if expected is not None:
-            wanted, received = tuple(expected[1:]), tuple(x.shape[1:])
-            if len(wanted) != len(received) or any(
-                w is not None and w != r for w, r in zip(wanted, received)
-            ):
-                raise ValueError(
-                    f"`{name}` has examples of shape {received}, but the learner "
-                    f"expects {wanted}."
-                )
+        self._check_example_shape(tuple(x.shape[1:]), name)
         return keras.ops.convert_to_numpy(x)
+
+    def _check_example_shape(self, received, name):
+        """Raises unless one example of shape `received` fits the learner."""
+        expected = self._learner_input_shape
+        if expected is None:
+            return
+        wanted = tuple(expected[1:])
+        if len(wanted) != len(received) or any(
+            w is not None and w != r for w, r in zip(wanted, received)
+        ):
+            raise ValueError(
+                f"`{name}` has feature shape {received}, but the learner "
+                f"expects inputs of shape {wanted}."
+            )
 
     def compile(
         self,
@@ -840,15 +845,7 @@ class MetaModel(keras.Model):
             self._step_loss_state = [
                 v.value.detach().clone() for v in self._loss_tracker.variables
             ]
-        expected = self._learner_input_shape
-        if expected is not None and len(expected) == support_x.ndim - 1:
-            received = tuple(support_x.shape[2:])
-            wanted = tuple(expected[1:])
-            if any(w is not None and w != r for w, r in zip(wanted, received)):
-                raise ValueError(
-                    f"`support_x` has feature shape {received}, but the learner "
-                    f"expects inputs of shape {wanted}."
-                )
+        self._check_example_shape(tuple(support_x.shape[2:]), "support_x")
         return support_x, support_y, query_x, query_y
 
     def _episode_checks(self, support_x, support_y):
@@ -866,6 +863,7 @@ class MetaModel(keras.Model):
                 )
         batch = (support_x[None], support_y[None])
         self._build_learner(batch[0])
+        self._check_example_shape(tuple(support_x.shape[1:]), "support_x")
         validate_episode(*batch, *batch, num_classes=self._num_classes())
         return support_x, support_y
 
