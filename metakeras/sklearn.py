@@ -145,16 +145,12 @@ class _MetaEstimatorBase(BaseEstimator):
                 )
         for param in ("first_order", "vectorize_tasks", "warm_start"):
             value = getattr(self, param)
-            if param == "vectorize_tasks" and isinstance(value, str):
-                if value == "auto":
-                    continue
-            elif isinstance(value, (bool, np.bool_)):
+            auto_allowed = param == "vectorize_tasks"
+            if isinstance(value, (bool, np.bool_)) or (
+                auto_allowed and value == "auto"
+            ):
                 continue
-            choices = (
-                'True, False or "auto"'
-                if param == "vectorize_tasks"
-                else ("True or False")
-            )
+            choices = 'True, False or "auto"' if auto_allowed else "True or False"
             raise ValueError(
                 f"{name}: `{param}` must be {choices}. Received: {param}={value!r}"
             )

@@ -60,7 +60,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
         # PyTorch's batching rule for the fused kernel is exact for values
         # and first derivatives but not when a gradient taken under vmap is
         # differentiated again (the inner loop of second-order MAML).
-        decomposed = not _first_order[0] and _under_vmap() and _under_grad_transform()
+        decomposed = (
+            not _first_derivatives_only and _under_vmap() and _under_grad_transform()
+        )
         if not (training and self.trainable):
             mean = keras.ops.convert_to_tensor(self.moving_mean)
             variance = keras.ops.convert_to_tensor(self.moving_variance)
@@ -80,7 +82,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
             outputs, mean, inverse_std = torch.native_batch_norm(
                 inputs, gamma, beta, None, None, True, 0.0, self.epsilon
             )
-        if _discarded[0]:
+        if _discarding_moving_statistics:
             return outputs
         with torch.no_grad():
             if not decomposed:
@@ -117,39 +119,32 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return inputs.ndim >= 2 and axis == 1
 
 
-# How many `_discarding_moving_statistics` blocks are open.
-_discarded = [0]
+class _Switch:
+    """A process-wide flag set for the duration of a `with switch():` block."""
+
+    def __init__(self):
+        self.depth = 0
+
+    def __bool__(self):
+        return self.depth > 0
+
+    @contextlib.contextmanager
+    def __call__(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
 
 
-@contextlib.contextmanager
-def _discarding_moving_statistics():
-    """Tells this module's layers that their new moving statistics are unused.
+# The inner loop runs the learner in training mode on the support set and
+# throws the resulting state away; inside this block the layers skip
+# computing the moving averages they would assign.
+_discarding_moving_statistics = _Switch()
 
-    The inner loop runs the learner in training mode on the support set
-    and throws the resulting state away; inside this block the layers skip
-    computing the moving averages they would assign.
-    """
-    _discarded[0] += 1
-    try:
-        yield
-    finally:
-        _discarded[0] -= 1
-
-
-# How many `_first_derivatives_only` blocks are open.
-_first_order = [0]
-
-
-@contextlib.contextmanager
-def _first_derivatives_only():
-    """Tells this module's layers that gradients taken inside are not
-    differentiated again (first-order MAML's inner loop), so the fused
-    kernel's batching rule is exact there too."""
-    _first_order[0] += 1
-    try:
-        yield
-    finally:
-        _first_order[0] -= 1
+# Gradients taken inside are not differentiated again (first-order MAML's
+# inner loop), so the fused kernel's batching rule is exact there too.
+_first_derivatives_only = _Switch()
 
 
 def _under_grad_transform():

@@ -156,7 +156,8 @@ class GraphedTrainStep:
     def _watched_variables(self):
         """What a non-finite update must leave as it was (not the skip count)."""
         model = self.model
-        skipped = {id(v) for v in getattr(model, "_skipped_tracker", _NONE).variables}
+        tracker = getattr(model, "_skipped_tracker", None)
+        skipped = {id(v) for v in tracker.variables} if tracker is not None else set()
         seen, watched = set(), []
         for variable in (
             list(model.weights)
@@ -246,13 +247,6 @@ class GraphedTrainStep:
                 f"because {reason}.",
                 stacklevel=3,
             )
-
-
-class _NoTracker:
-    variables = ()
-
-
-_NONE = _NoTracker()
 
 
 class _DeviceScalars(TorchFunctionMode):
