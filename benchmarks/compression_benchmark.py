@@ -39,6 +39,7 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before Keras is imported
 
+import _machine  # noqa: E402  (benchmarks/, the script's folder)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -291,13 +292,16 @@ def main(argv=None):
         "--data", default=os.path.join(HERE, "..", "..", "shared", "data", "omniglot")
     )
     parser.add_argument("--algorithms", nargs="+", default=["protonet", "maml"])
+    _machine.add_arguments(parser)
     args = parser.parse_args(argv)
+    machine = _machine.check_quiet(args)
 
     data = load(args.data)
     trained = {}
     frames = [run(algorithm, data, args, trained) for algorithm in args.algorithms]
     table = pd.concat(frames, ignore_index=True)
     with atomic_path(os.path.join(RESULTS, "compression.csv")) as tmp:
+        _machine.stamp(table, machine)
         table.to_csv(tmp, index=False, float_format="%.4f")
     shown = table[
         [

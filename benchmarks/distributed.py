@@ -36,6 +36,8 @@ import subprocess
 import sys
 import time
 
+import _machine  # noqa: E402  (benchmarks/, the script's folder)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
@@ -217,7 +219,9 @@ def main(argv=None):
         help="a smoke test: 2 timed steps, 1 warm-up, small meta-batches",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    _machine.add_arguments(parser)
     args = parser.parse_args(argv)
+    machine = _machine.check_quiet(args)
     if args.worker:
         return _worker(json.loads(args.worker))
 
@@ -268,6 +272,7 @@ def main(argv=None):
         )
     os.makedirs(RESULTS, exist_ok=True)
     with atomic_path(os.path.join(RESULTS, "distributed.csv")) as tmp:
+        _machine.stamp(table, machine)
         table.to_csv(tmp, index=False)
     columns = [
         c

@@ -38,6 +38,7 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is imported
 
+import _machine  # noqa: E402  (benchmarks/, the script's folder)
 import keras  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -142,7 +143,9 @@ def main(argv=None):
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=SHARED if os.path.isdir(SHARED) else None)
+    _machine.add_arguments(parser)
     args = parser.parse_args(argv)
+    machine = _machine.check_quiet(args)
 
     keras.utils.set_random_seed(args.seed)
     (x_bg, y_bg), (x_ev, y_ev), info = omniglot.load_data(path=args.data)
@@ -216,6 +219,7 @@ def main(argv=None):
     if os.path.exists(path):
         table = pd.concat([pd.read_csv(path), table], ignore_index=True)
     with atomic_path(path) as tmp:
+        _machine.stamp(table, machine)
         table.to_csv(tmp, index=False)
 
 

@@ -46,6 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
+import _machine  # noqa: E402  (benchmarks/, the script's folder)
 import _throughput_worker as worker  # noqa: E402
 from _reference import step_function  # noqa: E402
 from throughput import GPU_CONFIGS, config_for  # noqa: E402
@@ -91,7 +92,9 @@ def main(argv=None):
         action="store_true",
         help="count with the CPU's max-pooling layout trick",
     )
+    _machine.add_arguments(parser)
     args = parser.parse_args(argv)
+    machine = _machine.check_quiet(args)
     torch.set_num_threads(1)
     if not args.cpu_kernels:
         from metakeras.layers import max_pooling2d
@@ -135,6 +138,7 @@ def main(argv=None):
     from metakeras._io import atomic_path
 
     with atomic_path(os.path.join(RESULTS, "operators.csv")) as tmp:
+        _machine.stamp(table, machine)
         table.to_csv(tmp, index=False)
     with pd.option_context(
         "display.width", 200, "display.float_format", "{:.2f}".format

@@ -24,6 +24,7 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+import _machine  # noqa: E402  (benchmarks/, the script's folder)
 import keras  # noqa: E402
 import pandas as pd  # noqa: E402
 from keras.src.trainers.data_adapters.py_dataset_adapter import (  # noqa: E402
@@ -132,7 +133,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--maml-steps", type=int, default=4)
+    _machine.add_arguments(parser)
     args = parser.parse_args()
+    machine = _machine.check_quiet(args)
     rows = []
     with tempfile.TemporaryDirectory() as cache_dir:
         x, y, rotations, name, cold, cached = load(cache_dir)
@@ -178,6 +181,7 @@ def main():
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(RESULTS) as tmp:
+        _machine.stamp(table, machine)
         table.to_csv(tmp, index=False)
     print(f"Wrote {RESULTS}")
 

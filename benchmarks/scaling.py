@@ -28,6 +28,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _machine  # noqa: E402  (benchmarks/, the script's folder)
 from throughput import BASE, RESULTS, run  # noqa: E402
 
 SWEEPS = {
@@ -133,12 +134,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--sweeps", nargs="*", choices=list(SWEEPS), default=None)
+    _machine.add_arguments(parser)
     args = parser.parse_args(argv)
+    machine = _machine.check_quiet(args)
     table = measure(args.sweeps or list(SWEEPS), args.seconds)
     os.makedirs(RESULTS, exist_ok=True)
     from metakeras._io import atomic_path
 
     with atomic_path(os.path.join(RESULTS, "scaling.csv")) as tmp:
+        _machine.stamp(table, machine)
         table.to_csv(tmp, index=False)
     plot(table, os.path.join(RESULTS, "scaling.png"))
     columns = [

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 
+import _machine  # noqa: E402  (benchmarks/, the script's folder)
 import pandas as pd
 
 import metakeras  # noqa: F401  (selects the torch backend)
@@ -35,7 +36,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-demo-timing", action="store_true")
+    _machine.add_arguments(parser)
     args = parser.parse_args(argv)
+    machine = _machine.check_quiet(args)
 
     demo_seconds = float("nan")
     if not args.skip_demo_timing:
@@ -78,6 +81,7 @@ def main(argv=None):
     table["demo_wall_seconds"] = round(demo_seconds, 1)
     os.makedirs(RESULTS, exist_ok=True)
     with atomic_path(os.path.join(RESULTS, "sinusoid.csv")) as tmp:
+        _machine.stamp(table, machine)
         table.to_csv(tmp, index=False)
     with pd.option_context(
         "display.width", 200, "display.float_format", "{:.3f}".format

@@ -43,6 +43,7 @@ import os
 import subprocess
 import sys
 
+import _machine  # noqa: E402  (benchmarks/, the script's folder)
 import pandas as pd
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -180,7 +181,9 @@ def main(argv=None):
         help="cpu, or cuda: the GPU table (its configurations and "
         "implementations, peak GPU memory)",
     )
+    _machine.add_arguments(parser)
     args = parser.parse_args(argv)
+    machine = _machine.check_quiet(args)
 
     cuda = args.device.startswith("cuda")
     table = GPU_CONFIGS if cuda else CONFIGS
@@ -264,6 +267,7 @@ def main(argv=None):
         else "throughput.csv"
     )
     with atomic_path(os.path.join(RESULTS, filename)) as tmp:
+        _machine.stamp(table, machine)
         table.to_csv(tmp, index=False)
     with pd.option_context(
         "display.width", 200, "display.float_format", "{:.2f}".format

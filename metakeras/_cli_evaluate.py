@@ -36,7 +36,7 @@ def resolve_evaluation(model_path, overrides):
         model_path: the `.keras` file.
         overrides: dict of the flags given (`dataset`, `data_dir`, `split`,
             `episodes`, `ways`, `shots`, `queries`, `steps`, `batch_size`,
-            `seed`, `output_dir`, `download`, `image_size`).
+            `seed`, `output_dir`, `download`, `image_size`, `quiet`).
 
     Returns:
         The resolved settings dict.
@@ -68,6 +68,7 @@ def resolve_evaluation(model_path, overrides):
         seed=overrides.get("seed", 0),
         output_dir=overrides.get("output_dir") or os.path.join(folder, "evaluation"),
         rotations=False,
+        verbose=0 if overrides.get("quiet") else "auto",
     )
     _cli_data.check_split(settings["dataset"], settings["split"])
     return settings
@@ -136,6 +137,7 @@ def run_evaluate(model_path, settings, log=print):
             # Only inner loops are random (mini-batches, Dropout); a seed with
             # a model without one trips `evaluation._derived_seed` (steps=-1).
             seed=settings["seed"] if has_head else None,
+            verbose=settings.get("verbose", "auto"),
         )
     except ValueError as error:
         raise CLIError(str(error)) from None
@@ -165,4 +167,74 @@ def run_evaluate(model_path, settings, log=print):
         f"{settings['shots']} shots"
     )
     log(results.to_markdown())
+    for note in _gap_notes(results, model_path, settings):
+        log(note)
     return {"results": results, "paths": paths}
+
+
+# A drop this large from training to test episodes is worth a word.
+_ACCURACY_GAP = 0.15
+_MSE_RATIO = 2.0
+
+
+def _gap_notes(results, model_path, settings):
+    """Plain-words notes on results that need one: overfitting, bad confidence.
+
+    Compares the test episodes with the last epoch of the training run's
+    `history.csv` (query scores after adaptation on training episodes), and
+    the log-loss with that of a uniform guess.
+    """
+    import math
+
+    import pandas as pd
+
+    notes = []
+    history_path = os.path.join(os.path.dirname(model_path), "history.csv")
+    last = {}
+    if os.path.exists(history_path):
+        try:
+            frame = pd.read_csv(history_path)
+            last = frame.iloc[-1].to_dict() if len(frame) else {}
+        except (ValueError, pd.errors.ParserError):
+            last = {}
+    unseen = (
+        "on its training classes but much worse on the unseen classes of the "
+        f"{settings['split']!r} split"
+        if results.task == "classification"
+        else "on its training tasks but much worse on new ones"
+    )
+    advice = (
+        "The meta-learner memorised its training tasks instead of learning to "
+        "adapt: train on more classes (or rotations), for fewer epochs, or with "
+        "a smaller learner, and compare with a simple baseline (nearest "
+        "neighbour on the support set)."
+    )
+    if results.task == "classification":
+        train = last.get("accuracy")
+        test = results.mean("accuracy")[0] if "accuracy" in results.metrics else None
+        if test is not None and train is not None and train - test > _ACCURACY_GAP:
+            notes.append(
+                f"Note: accuracy {train:.3f} on training episodes (last epoch) "
+                f"but {test:.3f} here: the model does well {unseen}. {advice}"
+            )
+        if "log_loss" in results.metrics:
+            log_loss, _ = results.mean("log_loss")
+            uniform = math.log(settings["ways"])
+            if log_loss > uniform:
+                notes.append(
+                    f"Note: log-loss {log_loss:.3f} is worse than a uniform guess "
+                    f"over {settings['ways']} classes ({uniform:.3f}): the model is "
+                    "confidently wrong on many queries, so its probabilities should "
+                    "not be trusted."
+                )
+    else:
+        metric = "mse" if "mse" in results.metrics else None
+        train = last.get("loss")
+        if metric is not None and train is not None and train > 0:
+            test, _ = results.mean(metric)
+            if test > _MSE_RATIO * train:
+                notes.append(
+                    f"Note: MSE {train:.3f} on training tasks (last epoch) but "
+                    f"{test:.3f} here: the model does well {unseen}. {advice}"
+                )
+    return notes

@@ -8,8 +8,8 @@ learning rate of 0.4 for classification as in the MAML paper's Omniglot
 runs), and the fully resolved configuration is written to `config.json` so a
 run can always be reproduced and evaluated.
 
-Outputs in `output_dir`: `config.json`, `model.keras`, `history.csv` (Keras
-`CSVLogger`), `training_curves.png` and `backup/` (Keras `BackupAndRestore`,
+Outputs in `output_dir`: `config.json`, `model.keras`, `history.csv` (the
+epoch logs, rewritten atomically each epoch), `training_curves.png` and `backup/` (Keras `BackupAndRestore`,
 written at the end of every epoch, or every `backup_every` meta-batches).
 The backup is kept after training: rerunning the same command resumes an
 interrupted run exactly where the backup left it (`MetaModel.fit` restores
@@ -35,7 +35,9 @@ import time
 
 from metakeras import _cli_data
 from metakeras._cli_data import CLIError
+from metakeras._history_log import HistoryLog
 from metakeras._io import atomic_path
+from metakeras._progress import resolve_verbose
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet")
 LEARNERS = ("conv4", "mlp")
@@ -110,7 +112,7 @@ FIELDS = {
     "prune": (None, _fraction, "a sparsity in [0, 1)"),
     "quantize": (None, QUANTIZE_MODES, "a quantization mode"),
     "output_dir": ("metakeras_output", str, "a folder path"),
-    "verbose": (1, (0, 1, 2), "a Keras verbosity"),
+    "verbose": ("auto", ("auto", 0, 1, 2), "a Keras verbosity"),
 }
 
 
@@ -425,7 +427,7 @@ def _extra_callbacks(config):
         config: a resolved configuration.
 
     Returns:
-        A list of `keras.callbacks.Callback`, run before the `CSVLogger` so
+        A list of `keras.callbacks.Callback`, run before the history log so
         that the values they log (such as `sparsity`) reach `history.csv`.
     """
     callbacks = []
@@ -525,7 +527,7 @@ def run_train(config, callbacks=None, log=print):
     standard = [
         # Every process restores from the backup; only rank 0 writes it.
         *extra,
-        keras.callbacks.CSVLogger(paths["history"], append=bool(done)),
+        HistoryLog(paths["history"], append=bool(done)),
         # After the logger: an epoch's row is written before its backup.
         distributed.BackupAndRestore(
             paths["backup"],
@@ -535,13 +537,13 @@ def run_train(config, callbacks=None, log=print):
         keras.callbacks.TerminateOnNaN(),
     ]
     if not main:
-        standard = [c for c in standard if not isinstance(c, keras.callbacks.CSVLogger)]
+        standard = [c for c in standard if not isinstance(c, HistoryLog)]
     try:
         history = model.fit(
             shard,
             epochs=config["epochs"],
             callbacks=standard + list(callbacks or []),
-            verbose=config["verbose"] if main else 0,
+            verbose=resolve_verbose(config["verbose"]) if main else 0,
         )
     except FloatingPointError as error:
         raise CLIError(
@@ -562,12 +564,7 @@ def run_train(config, callbacks=None, log=print):
         model.save(tmp)
     frame = pd.read_csv(paths["history"]) if os.path.exists(paths["history"]) else None
     if frame is not None and len(frame):
-        # CSVLogger adds empty `val_` columns when there is no validation.
-        logs = {
-            c: frame[c].tolist()
-            for c in frame.columns
-            if c != "epoch" and frame[c].notna().any()
-        }
+        logs = {c: frame[c].tolist() for c in frame.columns if c != "epoch"}
         plot_history(logs, paths["curves"])
     else:
         paths.pop("curves")
@@ -586,9 +583,10 @@ def _silent(*args, **kwargs):
 def _truncate_history(path, epochs):
     """Keeps the header and the rows of the first `epochs` epochs of a log.
 
-    A run killed after `CSVLogger` wrote an epoch's row but before the
+    A run killed after the history log wrote an epoch's row but before the
     backup covered that epoch redoes the epoch; its row is dropped here so
-    it is not logged twice. A line cut short by the kill is dropped too.
+    it is not logged twice. A line cut short (in a log written by an older
+    version, with `CSVLogger`) is dropped too.
     """
     if not os.path.exists(path):
         return

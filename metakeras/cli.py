@@ -328,6 +328,7 @@ def _add_evaluate(commands):
         "--output-dir",
         help="folder for the CSV and plots (default: <model dir>/evaluation)",
     )
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_datasets(commands):
@@ -471,7 +472,7 @@ def _demo(args):
             epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch,
             eval_tasks=args.eval_tasks,
-            verbose=0 if args.quiet else 1,
+            verbose=0 if args.quiet else "auto",
         )
     except (OSError, ValueError) as error:
         print(f"metakeras demo: error: {error}", file=sys.stderr)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from metakeras._io import atomic_path
+from metakeras._progress import progress_bar, resolve_verbose
 from metakeras.evaluation import summarize
 from metakeras.models import MAML
 from metakeras.tasks import SinusoidTasks
@@ -44,7 +45,7 @@ def run_demo(
     eval_tasks=600,
     shots=(5, 10),
     eval_steps=(0, 1, 10),
-    verbose=1,
+    verbose="auto",
     write_files=True,
     train_shots=5,
 ):
@@ -66,7 +67,9 @@ def run_demo(
         eval_tasks: held-out tasks. Defaults to `600`.
         shots: support sizes to evaluate. Defaults to `(5, 10)`.
         eval_steps: inner steps to evaluate. Defaults to `(0, 1, 10)`.
-        verbose: Keras verbosity for training. Defaults to `1`.
+        verbose: `0` (silent), `1` (a line per phase and Keras progress
+            bars), `2` (a line per phase and per epoch) or `"auto"` (1 on an
+            interactive terminal, else 2). Defaults to `"auto"`.
         write_files: write the CSV tables, model and plot. Defaults to `True`.
         train_shots: support points per training task. Defaults to `5`.
 
@@ -76,6 +79,8 @@ def run_demo(
         (written files) and `seconds` (wall time).
     """
     start = time.perf_counter()
+    verbose = resolve_verbose(verbose)
+    say = print if verbose else _silent
     if write_files:
         os.makedirs(output_dir, exist_ok=True)  # fail before training, not after
     keras.utils.set_random_seed(seed)
@@ -95,6 +100,10 @@ def run_demo(
         name="maml",
     )
     maml.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    say(
+        f"MAML: meta-training for {epochs} epoch{'s' * (epochs != 1)} of "
+        f"{steps_per_epoch} meta-batches (25 sinusoid tasks each)"
+    )
     history = maml.fit(train_tasks, epochs=epochs, verbose=verbose)
 
     baseline = MAML(
@@ -107,7 +116,8 @@ def run_demo(
     baseline.compile(loss="mse")
     pooled = baseline.learner
     pooled.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    pooled.fit(_PooledPoints(train_tasks), epochs=epochs, verbose=0)
+    say("Pooled baseline: ordinary regression on the same tasks' points, pooled")
+    pooled.fit(_PooledPoints(train_tasks), epochs=epochs, verbose=verbose)
 
     test = SinusoidTasks(
         shots=max(shots),
@@ -117,8 +127,13 @@ def run_demo(
         seed=seed + 10_000,
         resample=False,
     ).as_episodes()
+    say(f"Adapting both models to {eval_tasks} held-out tasks")
     per_task = _score(
-        {"MAML": maml, "pooled baseline": baseline}, test, shots, eval_steps
+        {"MAML": maml, "pooled baseline": baseline},
+        test,
+        shots,
+        eval_steps,
+        progress_bar(verbose, 2 * len(shots) * len(eval_steps), "setting"),
     )
     summary = summarize(
         per_task[["model", "shots", "steps", "mse"]], by=["model", "shots", "steps"]
@@ -192,8 +207,9 @@ class _PooledPoints(keras.utils.PyDataset):
         self.tasks.on_epoch_end()
 
 
-def _score(models, test, shots, steps_list):
+def _score(models, test, shots, steps_list, bar=None):
     rows = []
+    done = 0
     for name, model in models.items():
         for k in shots:
             for steps in steps_list:
@@ -209,7 +225,14 @@ def _score(models, test, shots, steps_list):
                     {"model": name, "shots": k, "steps": steps, "task": i, "mse": v}
                     for i, v in enumerate(mse)
                 )
+                done += 1
+                if bar is not None:
+                    bar.update(done)
     return pd.DataFrame(rows)
+
+
+def _silent(*args, **kwargs):
+    """A `print` that prints nothing (`verbose=0`)."""
 
 
 def _plot_tasks(maml, baseline, test, path, shots, count=3):
@@ -244,7 +267,13 @@ def _plot_tasks(maml, baseline, test, path, shots, count=3):
             f"task {i}: A={test['amplitude'][i]:.2f}, phase={test['phase'][i]:.2f}"
         )
         ax.set_xlabel("x")
-    np.atleast_1d(axes)[0].legend(fontsize=7, loc="lower left")
+    first = np.atleast_1d(axes)[0]
+    first.set_ylabel("y = A sin(x - phase)")
+    first.legend(fontsize=7, loc="lower left")
+    fig.suptitle(
+        f"Held-out sinusoid tasks: MAML and the pooled baseline adapted from "
+        f"{shots} points (inner learning rate {INNER_LEARNING_RATE})"
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)

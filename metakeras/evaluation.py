@@ -21,6 +21,7 @@ from scipy.special import softmax
 from sklearn import metrics as skm
 
 from metakeras._io import atomic_path
+from metakeras._progress import progress_bar, resolve_verbose
 from metakeras.tasks.episode import EPISODE_KEYS, unpack_episode
 
 __all__ = [
@@ -192,6 +193,7 @@ def evaluate_episodes(
     batch_size=32,
     seed=None,
     allow_untrained=False,
+    verbose="auto",
 ):
     """Adapts a model to each test episode and scores its query predictions.
 
@@ -268,6 +270,10 @@ def evaluate_episodes(
             are paired across models. Defaults to `None` (not reset).
         allow_untrained: evaluate a model whose optimizer never took a step
             (e.g. a baseline trained by other means). Defaults to `False`.
+        verbose: `0` (silent), `1` (a Keras progress bar over the episodes
+            with the running mean of the first metric), `2` (one line when
+            done) or `"auto"` (1 on an interactive terminal, else 2).
+            Defaults to `"auto"`.
 
     Returns:
         An `EpisodeResults`.
@@ -300,6 +306,7 @@ def evaluate_episodes(
         seed=seed,
         allow_untrained=allow_untrained,
         strict_steps=True,
+        verbose=verbose,
     ).values()
     return result
 
@@ -316,6 +323,7 @@ def compare_models(
     batch_size=32,
     seed=None,
     allow_untrained=False,
+    verbose="auto",
 ):
     """Scores several models on identical episodes and compares them paired.
 
@@ -345,6 +353,8 @@ def compare_models(
         batch_size: tasks adapted together. Defaults to `32`.
         seed: as in `evaluate_episodes`. Defaults to `None`.
         allow_untrained: as in `evaluate_episodes`. Defaults to `False`.
+        verbose: as in `evaluate_episodes` (the bar shows each model's first
+            metric). Defaults to `"auto"`.
 
     Returns:
         A `ModelComparison`.
@@ -414,6 +424,7 @@ def compare_models(
         seed=seed,
         allow_untrained=allow_untrained,
         strict_steps=isinstance(steps, dict),
+        verbose=verbose,
     )
     return ModelComparison(results, baseline=baseline)
 
@@ -1176,9 +1187,11 @@ class _Scorer:
         self.rows = []
         self.confusion = {}
 
-    def update(self, batch, offset, batch_number):
+    def update(self, batch, offset, batch_number, prefix):
+        """Scores one batch; returns its headline metric for a progress bar."""
         support_x, support_y, query_x, query_y = batch.arrays
         seed = self.options["seed"]
+        first_row = len(self.rows)
         for steps in self.steps:
             if seed is not None:
                 keras.utils.set_random_seed(_derived_seed(seed, batch_number, steps))
@@ -1204,6 +1217,14 @@ class _Scorer:
             if self.task is None:
                 self._configure(query_y, predictions)
             self._score(query_y, predictions, steps, offset)
+        metric = self.metrics[0][0]
+        scores = [
+            row[metric]
+            for row in self.rows[first_row:]
+            if row.get("steps") == self.headline
+        ]
+        name = f"{self.name}_{metric}" if prefix else metric
+        return [(name, float(np.mean(scores)))] if scores else []
 
     def _configure(self, query_y, predictions):
         self.task = _infer_task(self.options["task"], query_y, predictions, self.name)
@@ -1381,8 +1402,10 @@ def _run(
     seed,
     allow_untrained,
     strict_steps,
+    verbose,
 ):
     episodes = _check_episodes(episodes)
+    verbose = resolve_verbose(verbose)
     if task not in _TASKS:
         raise ValueError(f"Unknown task {task!r}. Valid choices: {list(_TASKS)}.")
     if from_logits is not None and not isinstance(from_logits, bool):
@@ -1420,11 +1443,17 @@ def _run(
 
     offset = 0
     info = []
+    bar = progress_bar(verbose, episodes, "episode")
     for batch_number, batch in enumerate(_iter_batches(tasks, episodes)):
+        values = []
         for scorer in scorers:
-            scorer.update(batch, offset, batch_number)
+            values += scorer.update(batch, offset, batch_number, len(scorers) > 1)
         info.append(batch.info)
         offset += len(batch)
+        if bar is not None:
+            bar.update(offset, values=values)
+    if bar is not None and episodes is None:
+        bar.update(offset, values=[], finalize=True)
     # Recorded only when every batch has it.
     info = {
         key: np.concatenate([i[key] for i in info])

@@ -8,6 +8,7 @@ is returned, e.g. to show in a notebook.
 """
 
 import os
+import textwrap
 
 import keras
 import numpy as np
@@ -276,7 +277,10 @@ def plot_confusion_matrix(
     ax = fig.add_subplot()
     display = ConfusionMatrixDisplay(values, display_labels=labels)
     display.plot(ax=ax, values_format=".2f" if normalize else ".0f", colorbar=True)
-    ax.set_title(title + (" (row-normalized)" if normalize else ""))
+    title += " (row-normalized)" if normalize else ""
+    # About 9 characters of the default 12 pt title per inch of figure.
+    wrapped = textwrap.fill(title, width=int(9 * size), break_on_hyphens=False)
+    ax.set_title(wrapped)
     return _finish(fig, path)
 
 

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 
 import metakeras
+from metakeras._io import _umask
 from metakeras.cli import main
 
 
@@ -73,6 +75,23 @@ def test_small_demo_writes_its_outputs(tmp_path, capsys):
         assert image.size[0] > 600
     assert (tmp_path / "maml_sinusoid.keras").stat().st_size > 1000
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_demo_reports_every_phase(tmp_path, capsys):
+    argv = ["demo", "--output-dir", str(tmp_path), "--epochs", "1"]
+    argv += ["--steps-per-epoch", "3", "--eval-tasks", "5"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    phases = [
+        "MAML: meta-training for 1 epoch of 3 meta-batches",
+        "Pooled baseline: ordinary regression",
+        "Adapting both models to 5 held-out tasks",
+        "12/12",  # 2 models x 2 support sizes x 3 step settings
+    ]
+    positions = [out.index(phase) for phase in phases]
+    assert positions == sorted(positions)
+    # Output is not a terminal: one line per phase, not a line per update.
+    assert len(out.splitlines()) < 40
 
 
 def test_unwritable_output_dir_is_a_clear_error(tmp_path, capsys):
@@ -293,6 +312,55 @@ def test_evaluate_reads_the_training_config(tmp_path, capsys):
         assert (out / "evaluation" / f"{name}.png").stat().st_size > 1000
 
 
+def test_evaluate_names_a_train_test_gap(tmp_path, capsys):
+    code, out = _train(tmp_path, "--dataset", "digits", "--epochs", "1")
+    assert code == 0
+    model = str(out / "model.keras")
+    assert main(["evaluate", model, "--episodes", "8", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    summary = pd.read_csv(out / "evaluation" / "summary.csv")
+    test = summary.query("metric == 'accuracy'")["mean"].iloc[-1]
+    train = pd.read_csv(out / "history.csv")["accuracy"].iloc[-1]
+    assert ("Note: accuracy" in printed) == (train - test > 0.15)
+    # A training run that scored far above these episodes.
+    assert test < 0.8
+    history = pd.read_csv(out / "history.csv")
+    history["accuracy"] = 1.0
+    history.to_csv(out / "history.csv", index=False)
+    assert main(["evaluate", model, "--episodes", "8", "--quiet"]) == 0
+    noted = capsys.readouterr().out
+    assert (
+        f"Note: accuracy 1.000 on training episodes (last epoch) but {test:.3f}"
+        in noted
+    )
+    assert "unseen classes of the 'test' split" in noted
+
+
+def test_gap_notes_for_log_loss_and_regression(tmp_path):
+    from metakeras._cli_evaluate import _gap_notes
+
+    class Results:
+        def __init__(self, task, means):
+            self.task, self.means, self.metrics = task, means, list(means)
+
+        def mean(self, metric):
+            return self.means[metric], 0.0
+
+    model = tmp_path / "model.keras"
+    settings = {"split": "test", "ways": 5}
+    confident = Results("classification", {"accuracy": 0.5, "log_loss": 2.0})
+    (note,) = _gap_notes(confident, str(model), settings)
+    assert "log-loss 2.000 is worse than a uniform guess over 5 classes (1.609)" in note
+    calibrated = Results("classification", {"accuracy": 0.5, "log_loss": 1.0})
+    assert _gap_notes(calibrated, str(model), settings) == []
+    pd.DataFrame({"epoch": [0], "loss": [0.5]}).to_csv(
+        tmp_path / "history.csv", index=False
+    )
+    (note,) = _gap_notes(Results("regression", {"mse": 1.5}), str(model), settings)
+    assert "MSE 0.500 on training tasks (last epoch) but 1.500 here" in note
+    assert _gap_notes(Results("regression", {"mse": 0.9}), str(model), settings) == []
+
+
 def test_evaluate_sinusoid_with_fixed_steps(tmp_path, capsys):
     code, out = _train(tmp_path, "--dataset", "sinusoid", "--epochs", "1")
     assert code == 0
@@ -418,3 +486,27 @@ def test_version_and_help_text(capsys):
         main(["demo", "--help"])
     out = capsys.readouterr().out
     assert "95% CI" in " ".join(out.split()) and "%%" not in out
+
+
+def test_history_has_only_logged_columns(tmp_path):
+    out = tmp_path / "run"
+    status = main(
+        [
+            "train",
+            "--dataset",
+            "sinusoid",
+            "--epochs",
+            "2",
+            "--steps-per-epoch",
+            "2",
+            "--output-dir",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert status == 0
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [0, 1]
+    assert not [c for c in history.columns if c.startswith("val_")]
+    assert history.notna().all().all()
+    assert oct(os.stat(out / "history.csv").st_mode & 0o777) == oct(0o666 & ~_umask())

@@ -790,3 +790,22 @@ def test_seeded_evaluation_of_a_model_without_inner_steps():
         model, episodes, episodes=6, seed=3, allow_untrained=True
     )
     assert first.summary.equals(second.summary)
+
+
+def test_progress_is_keras_style_and_follows_verbose(capsys, monkeypatch):
+    episodes = EpisodeSource(batches=3, tasks=4, ways=3, resample=False)
+    probabilities = np.random.default_rng(5).dirichlet(np.ones(3), size=(12, 12))
+    model = PreparedModel({None: probabilities})
+    results = evaluate_episodes(model, episodes, episodes=12, verbose=2)
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    mean, _ = results.mean("accuracy")
+    assert line.startswith("12/12") and f"accuracy: {mean:.4f}" in line
+    evaluate_episodes(model, episodes, episodes=12, verbose=0)
+    assert capsys.readouterr().out == ""
+    # A live bar on a terminal: one update per batch of 4 episodes.
+    monkeypatch.setattr("metakeras._progress._interactive", lambda: True)
+    evaluate_episodes(model, episodes, episodes=12)
+    out = capsys.readouterr().out
+    assert "\r" in out and "12/12" in out
+    with pytest.raises(ValueError, match=r"`verbose` must be one of \['auto', 0, 1"):
+        evaluate_episodes(model, episodes, episodes=12, verbose=3)

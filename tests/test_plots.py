@@ -104,6 +104,17 @@ def test_confusion_matrix(tmp_path, classification_results):
         plots.plot_confusion_matrix(np.zeros((2, 3)))
 
 
+def test_confusion_matrix_title_fits_the_figure(classification_results):
+    classification_results.name = "a model with a rather long name"
+    fig = plots.plot_confusion_matrix(classification_results, normalize=True)
+    fig.canvas.draw()
+    (ax,) = [a for a in fig.axes if a.get_title()]
+    box = ax.title.get_window_extent()
+    assert "row-normalized" in ax.get_title()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width, (box, fig.bbox)
+    assert box.y1 <= fig.bbox.height
+
+
 def test_plots_reject_bad_paths_and_inputs(tmp_path, classification_results):
     with pytest.raises(ValueError, match=r"`path` must name a .png file"):
         plots.plot_episode_distribution(classification_results, tmp_path / "x.jpg")

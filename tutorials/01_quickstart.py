@@ -152,10 +152,9 @@ model.save(path)
 restored = keras.models.load_model(path)
 same = restored.adapt(task["support_x"][0], task["support_y"][0], steps=10)
 original = model.adapt(task["support_x"][0], task["support_y"][0], steps=10)
-np.testing.assert_allclose(
-    same.predict(grid, verbose=0), original.predict(grid, verbose=0), atol=1e-5
-)
-print("restored model adapts exactly like the original:", restored.inner)
+gap = np.max(np.abs(same.predict(grid, verbose=0) - original.predict(grid, verbose=0)))
+print(f"restored vs original, after adapting 10 steps: largest difference {gap:.1e}")
+assert gap < 1e-5, gap
 
 # %% [markdown]
 # ## What next

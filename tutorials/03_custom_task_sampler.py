@@ -99,7 +99,8 @@ protonet.compile(
 protonet.fit(sampler, epochs=2 if FAST else 5, verbose=0)
 results = evaluate_episodes(protonet, test_sampler, episodes=40)
 results.to_csv(os.path.join(OUTPUT, "protonet_summary.csv"))
-print("5-way 2-shot on unseen faults:", results.mean("accuracy"))
+mean, ci95 = results.mean("accuracy")
+print(f"5-way 2-shot accuracy on unseen faults: {mean:.3f} ± {ci95:.3f} (95% CI)")
 
 # %% [markdown]
 # ## Part 2: a hand-written task source for per-site regression

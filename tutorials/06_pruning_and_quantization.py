@@ -191,7 +191,7 @@ print(
             "ci95",
             "difference",
         ]
-    ]
+    ].to_string(index=False)
 )
 
 # %% [markdown]
