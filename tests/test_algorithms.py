@@ -324,6 +324,15 @@ def test_conv4_layout_and_shapes():
         metakeras.models.conv4(data_format="nchw")
     with pytest.raises(ValueError, match="`input_shape`"):
         metakeras.models.conv4(input_shape=(28, 28))
+    with pytest.raises(
+        ValueError, match=r"at least 16; received input_shape=\(1, 8, 8\)"
+    ):
+        metakeras.models.conv4(input_shape=(1, 8, 8))
+    with pytest.raises(
+        ValueError, match=r"input_shape=\(12, 28, 3\) \(channels_last\)"
+    ):
+        metakeras.models.conv4(input_shape=(12, 28, 3), data_format="channels_last")
+    assert metakeras.models.conv4(input_shape=(1, 16, 16)).output_shape == (None, 64)
 
 
 def bn_learner(seed=0):

@@ -5,6 +5,8 @@ import keras
 from metakeras.layers import BatchNormalization, Conv2D, MaxPooling2D
 
 DATA_FORMATS = ("channels_first", "channels_last")
+# Four 2x2 poolings leave at least one pixel of a 16x16 image.
+_SMALLEST_SIDE = 16
 
 
 def conv4(
@@ -41,8 +43,8 @@ def conv4(
     convolutions also fail under `torch.func.vmap` (`vectorize_tasks=True`).
 
     Args:
-        input_shape: input shape without the batch axis, in `data_format`.
-            Defaults to `(1, 28, 28)`.
+        input_shape: input shape without the batch axis, in `data_format`;
+            height and width at least 16. Defaults to `(1, 28, 28)`.
         outputs: size of the Dense head; `None` for an embedding network
             (ProtoNet). Defaults to `None`.
         filters: channels of every convolution. Defaults to `64`.
@@ -67,6 +69,17 @@ def conv4(
         raise ValueError(
             "`input_shape` must be (channels, height, width) for channels_first or "
             f"(height, width, channels) for channels_last. Received: {input_shape!r}"
+        )
+    sides = (
+        tuple(input_shape)[1:] if data_format == "channels_first" else input_shape[:2]
+    )
+    if min(sides) < _SMALLEST_SIDE:
+        raise ValueError(
+            "conv4 halves the image four times (2x2 pooling in each block), so "
+            f"height and width must be at least {_SMALLEST_SIDE}; received "
+            f"input_shape={tuple(input_shape)!r} ({data_format}). Resize the images "
+            "(e.g. `image_size=` of the dataset loaders), or use a learner with "
+            "fewer poolings."
         )
     if outputs is not None and (not isinstance(outputs, int) or outputs < 1):
         raise ValueError(
