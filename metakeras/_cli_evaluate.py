@@ -3,7 +3,8 @@
 The dataset and episode shape default to those of the run that trained the
 model (the `config.json` that `metakeras train` writes beside `model.keras`),
 so `metakeras evaluate out/model.keras` needs no other argument. Every
-setting can be overridden with a flag.
+setting can be overridden with a flag; `--transductive-eval BOOL` overrides
+the model's own `transductive_eval` (saved with it by `metakeras train`).
 
 Outputs in the output folder (default: `<model folder>/evaluation`):
 `summary.csv`, `per_episode.csv`, `episode_distribution.png` and, for models
@@ -36,7 +37,8 @@ def resolve_evaluation(model_path, overrides):
         model_path: the `.keras` file.
         overrides: dict of the flags given (`dataset`, `data_dir`, `split`,
             `episodes`, `ways`, `shots`, `queries`, `steps`, `batch_size`,
-            `seed`, `output_dir`, `download`, `image_size`, `quiet`).
+            `seed`, `output_dir`, `download`, `image_size`,
+            `transductive_eval`, `quiet`).
 
     Returns:
         The resolved settings dict.
@@ -66,6 +68,8 @@ def resolve_evaluation(model_path, overrides):
         steps=overrides.get("steps"),
         batch_size=overrides.get("batch_size", 32),
         seed=overrides.get("seed", 0),
+        # None: the model's own setting, saved with it.
+        transductive_eval=overrides.get("transductive_eval"),
         output_dir=overrides.get("output_dir") or os.path.join(folder, "evaluation"),
         rotations=False,
         verbose=0 if overrides.get("quiet") else "auto",
@@ -109,6 +113,7 @@ def run_evaluate(model_path, settings, log=print):
             f"{model_path!r} holds a {type(model).__name__}, not a metakeras "
             "meta-learning model (saved by `metakeras train` or model.save)."
         )
+    _override_settings(model, settings)
     classification = _cli_data.is_classification(settings["dataset"])
     heads = model.learner.output_shape[-1]
     has_head = getattr(model, "inner", None) is not None
@@ -238,3 +243,15 @@ def _gap_notes(results, model_path, settings):
                     f"{test:.3f} here: the model does well {unseen}. {advice}"
                 )
     return notes
+
+
+def _override_settings(model, settings):
+    """Applies `--transductive-eval` to the loaded model."""
+    if settings.get("transductive_eval") is None:
+        return
+    if not hasattr(model, "transductive_eval"):
+        raise CLIError(
+            f"{type(model).__name__} has no `transductive_eval` setting; "
+            "remove --transductive-eval."
+        )
+    model.transductive_eval = settings["transductive_eval"]

@@ -3,10 +3,14 @@
 The configuration is resolved in three layers, each overriding the one
 before: the defaults in `FIELDS`, a TOML or YAML file (`--config`), then the
 command-line flags. Values left at `None` ("auto") are then filled in from
-the dataset and algorithm (for example `conv4` for image datasets, an inner
-learning rate of 0.4 for classification as in the MAML paper's Omniglot
-runs), and the fully resolved configuration is written to `config.json` so a
-run can always be reproduced and evaluated.
+the dataset and algorithm (for example `conv4` for image datasets), and the
+fully resolved configuration is written to `config.json` so a run can always
+be reproduced and evaluated. The algorithms, their settings (the inner loop,
+`per_step_bn_statistics`, `transductive_eval`, `zero_head`) and the settings'
+defaults per algorithm and task type (an inner learning rate of 0.4 for
+classification, as in the MAML paper's Omniglot runs, 0.01 for regression)
+come from `metakeras.models.registry`: a setting added there is a field here
+and a flag of `metakeras train`.
 
 Outputs in `output_dir`: `config.json`, `model.keras`, `history.csv` (the
 epoch logs, rewritten atomically each epoch), `training_curves.png` and `backup/` (Keras `BackupAndRestore`,
@@ -17,7 +21,9 @@ the weights, optimizer, sampler position and random states, so the result
 equals an uninterrupted run), and rerunning it with more `epochs` continues
 training. Delete the output folder to start over.
 
-Compression: `prune = 0.5` (`--prune 0.5`) adds
+Callbacks: `zero_head = true` (`--zero-head`) adds
+`metakeras.callbacks.ZeroHead()` (the registry's callback settings). `prune =
+0.5` (`--prune 0.5`) adds
 `metakeras.callbacks.MagnitudePruning(0.5)` and `quantize = "int8"`
 (`--quantize int8`) adds `metakeras.callbacks.Quantization("int8")`, which
 quantizes the weights when training ends.
@@ -38,13 +44,12 @@ from metakeras._cli_data import CLIError
 from metakeras._history_log import HistoryLog
 from metakeras._io import atomic_path
 from metakeras._progress import resolve_verbose
+from metakeras.models import registry
 
-ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet")
 LEARNERS = ("conv4", "mlp")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
 COLOR_MODES = ("grayscale", "rgb")
 QUANTIZE_MODES = ("int8", "int4", "float8")
-_INNER_FIELDS = ("inner_steps", "inner_learning_rate", "inner_batch_size")
 # Fields whose change makes a backup in the output folder unusable.
 _RESUME_FREE = (
     "epochs",
@@ -90,7 +95,7 @@ FIELDS = {
     "image_size": (None, _positive_int, "a positive integer"),
     "color_mode": ("rgb", COLOR_MODES, "a color mode"),
     "rotations": (None, bool, "true or false"),
-    "algorithm": ("maml", ALGORITHMS, "an algorithm"),
+    "algorithm": ("maml", registry.available(), "an algorithm"),
     "learner": (None, LEARNERS, "a learner"),
     "filters": (64, _positive_int, "a positive integer"),
     "hidden": (None, _positive_int, "a positive integer"),
@@ -98,10 +103,8 @@ FIELDS = {
     "shots": (None, _positive_int, "a positive integer"),
     "queries": (None, _positive_int, "a positive integer"),
     "meta_batch_size": (None, _positive_int, "a positive integer"),
-    "inner_steps": (None, _non_negative_int, "an integer >= 0"),
-    "inner_learning_rate": (None, _positive_number, "a positive number"),
-    "first_order": (False, bool, "true or false"),
-    "inner_batch_size": (None, _positive_int, "a positive integer"),
+    # The algorithm settings; `None`: the algorithm's default for the task.
+    **{s.name: (None, s.check, s.what) for s in registry.SETTINGS},
     "vectorize_tasks": (None, bool, "true or false"),
     "epochs": (10, _positive_int, "a positive integer"),
     "steps_per_epoch": (100, _positive_int, "a positive integer"),
@@ -191,7 +194,8 @@ def resolve_config(file_settings=None, overrides=None):
     Returns:
         The resolved configuration: every key of `FIELDS`, no `None` left
         except where `None` is meaningful (`data_dir`, `image_size`,
-        `inner_batch_size`, and the inner settings of ProtoNet).
+        `inner_batch_size`, the inner clipping norms, and the settings the
+        algorithm does not take, such as ProtoNet's inner loop).
 
     Raises:
         CLIError: for an unknown key, an invalid value (echoed with the valid
@@ -211,7 +215,7 @@ def resolve_config(file_settings=None, overrides=None):
         _check_value(key, value)
     config = {key: spec[0] for key, spec in FIELDS.items()}
     config.update({k: v for k, v in given.items() if v is not None})
-    _fill_auto(config, given)
+    _fill_auto(config)
     return config
 
 
@@ -233,17 +237,19 @@ def _check_value(key, value):
         raise CLIError(f"{key} must be {what}; received {value!r}.")
 
 
-def _fill_auto(config, given):
-    dataset, algorithm = config["dataset"], config["algorithm"]
+def _fill_auto(config):
+    dataset = config["dataset"]
+    algorithm = registry.get(config["algorithm"])
     classification = _cli_data.is_classification(dataset)
+    task = _task(dataset)
     if config["learner"] is None:
         config["learner"] = "mlp" if dataset in ("digits", "sinusoid") else "conv4"
     if not classification:
-        if algorithm == "protonet":
+        if task not in algorithm.tasks:
             raise CLIError(
-                "protonet classifies by distance to class prototypes and needs a "
-                f"classification dataset; {dataset!r} is regression. Choose one of "
-                f"{', '.join(a for a in ALGORITHMS if a != 'protonet')}."
+                f"{algorithm.name} {algorithm.summary} and needs a classification "
+                f"dataset; {dataset!r} is regression. Choose one of "
+                f"{', '.join(registry.available(task))}."
             )
         if config["learner"] == "conv4":
             raise CLIError(
@@ -260,26 +266,16 @@ def _fill_auto(config, given):
         config["queries"] = 15 if classification else 10
     if config["meta_batch_size"] is None:
         config["meta_batch_size"] = 4 if classification else 25
-    if algorithm == "protonet":
-        explicit = [k for k in _INNER_FIELDS + ("first_order",) if k in given]
-        if explicit:
-            raise CLIError(
-                f"protonet has no inner loop, so these settings do not apply: "
-                f"{', '.join(explicit)}. Remove them, or choose maml, fomaml, "
-                "metasgd, anil or reptile."
-            )
-        for key in _INNER_FIELDS:
-            config[key] = None
-        config["first_order"] = None
-        return
-    if config["inner_steps"] is None:
-        config["inner_steps"] = 5 if algorithm == "reptile" else 1
-    if config["inner_learning_rate"] is None:
-        config["inner_learning_rate"] = 0.4 if classification else 0.01
-    if algorithm == "fomaml":
-        config["first_order"] = True
-    if algorithm == "reptile":
-        config["first_order"] = True
+    settings = {s.name: config[s.name] for s in registry.SETTINGS}
+    try:
+        config.update(algorithm.resolve(task, **settings))
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+
+
+def _task(dataset):
+    """The registry's task type of a dataset."""
+    return "classification" if _cli_data.is_classification(dataset) else "regression"
 
 
 # ----------------------------------------------------------------- building
@@ -343,37 +339,20 @@ def build_model(config, input_shape):
     """
     import keras
 
-    import metakeras
-
     classification = _cli_data.is_classification(config["dataset"])
-    algorithm = config["algorithm"]
-    outputs = (
-        None if algorithm == "protonet" else (config["ways"] if classification else 1)
-    )
+    algorithm = registry.get(config["algorithm"])
+    outputs = None if not algorithm.head else (config["ways"] if classification else 1)
     learner = _learner(config, tuple(input_shape), outputs)
     vectorize = config["vectorize_tasks"]
     if vectorize is None:
         # Small dense learners gain from vmap on the CPU too.
         vectorize = True if config["learner"] == "mlp" else "auto"
-    if algorithm == "protonet":
-        model = metakeras.ProtoNet(learner, vectorize_tasks=vectorize)
-    else:
-        cls = {
-            "maml": metakeras.MAML,
-            "fomaml": metakeras.MAML,
-            "metasgd": metakeras.MetaSGD,
-            "anil": metakeras.ANIL,
-        }.get(algorithm)
-        inner = {
-            "inner_steps": config["inner_steps"],
-            "inner_learning_rate": config["inner_learning_rate"],
-            "inner_batch_size": config["inner_batch_size"],
-            "vectorize_tasks": vectorize,
-        }
-        if cls is None:
-            model = metakeras.Reptile(learner, **inner)
-        else:
-            model = cls(learner, first_order=config["first_order"], **inner)
+    model = algorithm.create(
+        learner,
+        _task(config["dataset"]),
+        vectorize_tasks=vectorize,
+        **{name: config[name] for name in algorithm.settings},
+    )
     optimizer = keras.optimizers.get(
         {
             "class_name": config["optimizer"],
@@ -430,7 +409,8 @@ def _extra_callbacks(config):
         A list of `keras.callbacks.Callback`, run before the history log so
         that the values they log (such as `sparsity`) reach `history.csv`.
     """
-    callbacks = []
+    # The registry's callback settings (`zero_head`) first.
+    callbacks = registry.get(config["algorithm"]).callbacks(**config)
     if config.get("prune") is not None:
         from metakeras.callbacks import MagnitudePruning
 
@@ -627,7 +607,10 @@ def _check_same_run(config_path, config):
     changed = [
         f"{key}: {previous.get(key)!r} -> {value!r}"
         for key, value in config.items()
-        if key not in _RESUME_FREE and previous.get(key) != value
+        if key not in _RESUME_FREE
+        and previous.get(key) != value
+        # A setting added since that run: it ran with the default.
+        and (key in previous or value != _default(key, config))
     ]
     if changed:
         raise CLIError(
@@ -635,3 +618,11 @@ def _check_same_run(config_path, config):
             f"configuration ({'; '.join(changed)}), so it cannot be resumed. Use "
             "another --output-dir, or delete that folder to start over."
         )
+
+
+def _default(key, config):
+    """The value `key` takes when not given, for the configuration's algorithm."""
+    if key in {setting.name for setting in registry.SETTINGS}:
+        algorithm = registry.get(config["algorithm"])
+        return algorithm.resolve(_task(config["dataset"]))[key]
+    return FIELDS[key][0]

@@ -109,14 +109,6 @@ def _add_demo(commands):
 
 
 def _add_train(commands):
-    from metakeras._cli_data import DATASETS
-    from metakeras._cli_train import (
-        ALGORITHMS,
-        LEARNERS,
-        OPTIMIZERS,
-        QUANTIZE_MODES,
-    )
-
     train = commands.add_parser(
         "train",
         help="meta-train a model from a TOML/YAML config file and/or flags",
@@ -131,9 +123,30 @@ def _add_train(commands):
         ),
         argument_default=argparse.SUPPRESS,
     )
-    add = train.add_argument
-    add("--config", help="a .toml or .yaml file; keys are the option names below")
-    data = train.add_argument_group("data")
+    train.add_argument(
+        "--config", help="a .toml or .yaml file; keys are the option names below"
+    )
+    _add_train_data(train.add_argument_group("data"))
+    _add_train_model(train.add_argument_group("model"))
+    _add_algorithm_settings(
+        train.add_argument_group(
+            f"algorithm settings (metakeras.models.registry; {_not_taken()})"
+        )
+    )
+    fit = train.add_argument_group("training")
+    _add_train_fit(fit)
+    _add_train_compression(
+        train.add_argument_group("compression (metakeras.callbacks)")
+    )
+    fit.add_argument(
+        "--output-dir", help="folder for all outputs (default: metakeras_output)"
+    )
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_train_data(data):
+    from metakeras._cli_data import DATASETS
+
     data.add_argument(
         "--dataset",
         choices=DATASETS,
@@ -176,12 +189,18 @@ def _add_train(commands):
         type=_positive_int,
         help="episodes per meta-batch (4; sinusoid: 25)",
     )
-    model = train.add_argument_group("model")
+
+
+def _add_train_model(model):
+    from metakeras._cli_train import LEARNERS
+    from metakeras.models import registry
+
+    algorithms = registry.available()
     model.add_argument(
         "--algorithm",
-        choices=ALGORITHMS,
+        choices=algorithms,
         metavar="NAME",
-        help=f"one of: {', '.join(ALGORITHMS)} (default: maml)",
+        help=f"one of: {', '.join(algorithms)} (default: maml)",
     )
     model.add_argument(
         "--learner",
@@ -203,29 +222,94 @@ def _add_train(commands):
         help="run the tasks of a meta-batch under torch.func.vmap "
         "(default: true for mlp, else chosen by device: true on GPUs)",
     )
-    inner = train.add_argument_group("inner loop (not for protonet)")
-    inner.add_argument(
-        "--inner-steps",
-        type=_non_negative_int,
-        help="gradient steps per task (default: 1; reptile: 5)",
-    )
-    inner.add_argument(
-        "--inner-learning-rate",
-        type=_positive_float,
-        help="inner step size (default: 0.4 classification, 0.01 sinusoid)",
-    )
-    inner.add_argument(
-        "--first-order",
-        type=_boolean,
-        metavar="BOOL",
-        help="first-order meta-gradient (default: false; fomaml, reptile: true)",
-    )
-    inner.add_argument(
-        "--inner-batch-size",
-        type=_positive_int,
-        help="support examples per inner step (default: all)",
-    )
-    fit = train.add_argument_group("training")
+
+
+# Flag types and metavars of the registry's setting kinds.
+_SETTING_TYPES = {
+    "count": (_non_negative_int, "N"),
+    "size": (_positive_int, "N"),
+    "rate": (_positive_float, "X"),
+    "flag": (_boolean, "BOOL"),
+}
+
+
+def _not_taken():
+    """Which algorithms take only some of the settings, as a phrase."""
+    from metakeras.models import registry
+
+    notes = []
+    for name in registry.available():
+        takes = registry.get(name).settings
+        flags = [s.flag for s in registry.SETTINGS if s.name in takes]
+        others = [s.flag for s in registry.SETTINGS if s.name not in takes]
+        if others:
+            notes.append(
+                f"{name} takes only {', '.join(flags)}"
+                if len(flags) < len(others)
+                else f"{name} takes all but {', '.join(others)}"
+            )
+    return "; ".join(notes) or "every algorithm takes them all"
+
+
+def _add_algorithm_settings(group, settings=None, default=None):
+    """One flag per setting of `metakeras.models.registry`.
+
+    A true-or-false setting may be given alone (`--zero-head`) or with a
+    value (`--zero-head false`, to override a config file).
+
+    Args:
+        group: the argparse group to add them to.
+        settings: setting names to add. Defaults to `None` (all).
+        default: the help's default text. Defaults to `None` (the
+            registry's defaults).
+    """
+    from metakeras.models import registry
+
+    for setting in registry.SETTINGS:
+        if settings is not None and setting.name not in settings:
+            continue
+        convert, metavar = _SETTING_TYPES[setting.kind]
+        kwargs = {"type": convert, "metavar": metavar}
+        if setting.kind == "flag":
+            kwargs.update(nargs="?", const=True)
+        group.add_argument(
+            setting.flag,
+            help=f"{setting.help} (default: {default or _default_text(setting)})",
+            **kwargs,
+        )
+
+
+def _default_text(setting):
+    """The registry's defaults of a setting, as one phrase: `"1; reptile: 5"`."""
+    from metakeras.models import registry
+
+    texts = {}
+    for name in registry.available():
+        algorithm = registry.get(name)
+        if setting.name not in algorithm.settings:
+            continue
+        values = {t: algorithm.default(setting.name, t) for t in algorithm.tasks}
+        if len(set(values.values())) > 1:
+            text = ", ".join(
+                f"{_value_text(setting, v)} for {task}" for task, v in values.items()
+            )
+        else:
+            text = _value_text(setting, next(iter(values.values())))
+        texts.setdefault(text, []).append(name)
+    common = max(texts, key=lambda text: len(texts[text]))
+    others = [f"{', '.join(n)}: {t}" for t, n in texts.items() if t != common]
+    return "; ".join([common, *others])
+
+
+def _value_text(setting, value):
+    if value is None:
+        return setting.none or "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _add_train_fit(fit):
+    from metakeras._cli_train import OPTIMIZERS
+
     fit.add_argument(
         "--epochs", type=_positive_int, help="total epochs, resumed ones included (10)"
     )
@@ -251,7 +335,11 @@ def _add_train(commands):
         help="back up every N meta-batches, so a killed run loses at most N "
         "(default: at the end of every epoch)",
     )
-    compression = train.add_argument_group("compression (metakeras.callbacks)")
+
+
+def _add_train_compression(compression):
+    from metakeras._cli_train import QUANTIZE_MODES
+
     compression.add_argument(
         "--prune",
         type=_fraction,
@@ -265,10 +353,6 @@ def _add_train(commands):
         help="quantize the weights when training ends: int8, int4 or float8 "
         "(Quantization)",
     )
-    fit.add_argument(
-        "--output-dir", help="folder for all outputs (default: metakeras_output)"
-    )
-    fit.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_evaluate(commands):
@@ -323,6 +407,9 @@ def _add_evaluate(commands):
     )
     evaluate.add_argument(
         "--seed", type=_non_negative_int, help="episode seed (default: 0)"
+    )
+    _add_algorithm_settings(
+        evaluate, settings=("transductive_eval",), default="the model's own"
     )
     evaluate.add_argument(
         "--output-dir",
@@ -463,7 +550,7 @@ def _datasets(args):
 
 
 def _demo(args):
-    from metakeras.demo import format_summary, run_demo
+    from metakeras.demo import INNER_LEARNING_RATE, format_summary, run_demo
 
     try:
         result = run_demo(
@@ -480,7 +567,7 @@ def _demo(args):
     print()
     print(
         f"Post-adaptation MSE on {args.eval_tasks} held-out sinusoid tasks "
-        "(mean ± 95% CI; inner learning rate 0.01):"
+        f"(mean ± 95% CI; inner learning rate {INNER_LEARNING_RATE}):"
     )
     print(format_summary(result["summary"]))
     print()

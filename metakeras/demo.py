@@ -10,10 +10,13 @@ import pandas as pd
 from metakeras._io import atomic_path
 from metakeras._progress import progress_bar, resolve_verbose
 from metakeras.evaluation import summarize
-from metakeras.models import MAML
+from metakeras.models import registry
 from metakeras.tasks import SinusoidTasks
 
-INNER_LEARNING_RATE = 0.01
+# MAML with the registry's regression defaults: one inner step at 0.01, the
+# MAML paper's sinusoid settings.
+_MAML = registry.get("maml")
+INNER_LEARNING_RATE = _MAML.default("inner_learning_rate", "regression")
 
 
 def sinusoid_learner(hidden=40, name="sinusoid_mlp"):
@@ -51,7 +54,8 @@ def run_demo(
 ):
     """Meta-trains MAML on sinusoids and compares it with a pooled baseline.
 
-    MAML (1-40-40-1 ReLU, one inner step at 0.01, Adam 1e-3, 25 tasks of
+    MAML (1-40-40-1 ReLU, with `metakeras.models.registry`'s regression
+    defaults: one inner step at 0.01; Adam 1e-3, 25 tasks of
     5 support + 10 query points per meta-batch) is meta-trained with
     `model.fit`. The baseline is the same network trained by ordinary
     regression on the same number of points pooled over tasks. Both are then
@@ -92,10 +96,9 @@ def run_demo(
         seed=seed,
     )
 
-    maml = MAML(
+    maml = _MAML.create(
         sinusoid_learner(name="maml_learner"),
-        inner_steps=1,
-        inner_learning_rate=INNER_LEARNING_RATE,
+        "regression",
         vectorize_tasks=True,
         name="maml",
     )
@@ -106,10 +109,9 @@ def run_demo(
     )
     history = maml.fit(train_tasks, epochs=epochs, verbose=verbose)
 
-    baseline = MAML(
+    baseline = _MAML.create(
         sinusoid_learner(name="pooled_learner"),
-        inner_steps=1,
-        inner_learning_rate=INNER_LEARNING_RATE,
+        "regression",
         vectorize_tasks=True,
         name="pooled_baseline",
     )

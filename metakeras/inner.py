@@ -5,6 +5,21 @@ import torch
 
 from metakeras.layers.batch_normalization import _first_derivatives_only
 
+# The keyword arguments of the MAML family (and of the scikit-learn
+# estimators and the command line, through `metakeras.models.registry`) that
+# stand for an `InnerLoop` argument: `MAML(learner, inner_steps=5)` is
+# `MAML(learner, inner=InnerLoop(steps=5))`. An option added to `InnerLoop`
+# gets its shorthand here.
+SHORTHANDS = {
+    "inner_steps": "steps",
+    "inner_learning_rate": "learning_rate",
+    "first_order": "first_order",
+    "inner_batch_size": "batch_size",
+    "inner_shuffle": "shuffle",
+    "inner_clipnorm": "clipnorm",
+    "inner_global_clipnorm": "global_clipnorm",
+}
+
 
 @keras.saving.register_keras_serializable(package="metakeras")
 class InnerLoop:
@@ -292,6 +307,63 @@ class InnerLoop:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"InnerLoop({args})"
+
+
+def resolve_inner(inner=None, defaults=None, **shorthand):
+    """The `InnerLoop` that `inner` or the shorthand keyword arguments describe.
+
+    The MAML family takes its inner loop either whole (`inner=InnerLoop(...)`)
+    or as shorthand keyword arguments (`inner_steps`, `inner_learning_rate`,
+    ... see `SHORTHANDS`); a shorthand left at `None` is not given.
+
+    Args:
+        inner: `None` or an `InnerLoop`, returned as is (after the check
+            below). Defaults to `None`.
+        defaults: dict of `InnerLoop` arguments used for the shorthands not
+            given when `inner` is `None` (e.g. Reptile's `{"steps": 5}`).
+            Defaults to `None` (`InnerLoop`'s own defaults).
+        **shorthand: shorthand keyword arguments, names from `SHORTHANDS`.
+
+    Returns:
+        An `InnerLoop`.
+
+    Raises:
+        ValueError: if `inner` is not an `InnerLoop`, a shorthand is unknown,
+            or a shorthand given beside `inner` disagrees with it (the error
+            names both).
+
+    Example:
+
+    >>> resolve_inner(inner_steps=3).steps
+    3
+    >>> resolve_inner(InnerLoop(steps=3), inner_steps=3).steps
+    3
+    """
+    unknown = sorted(set(shorthand) - set(SHORTHANDS))
+    if unknown:
+        raise ValueError(
+            f"Unknown inner-loop argument(s) {unknown}; valid: {list(SHORTHANDS)}."
+        )
+    given = {SHORTHANDS[k]: v for k, v in shorthand.items() if v is not None}
+    if inner is None:
+        return InnerLoop(**{**(defaults or {}), **given})
+    if not isinstance(inner, InnerLoop):
+        raise ValueError(
+            f"`inner` must be None or a metakeras.InnerLoop. Received: inner={inner!r}"
+        )
+    conflicts = [
+        f"{name}={shorthand[name]!r}"
+        for name, argument in SHORTHANDS.items()
+        if shorthand.get(name) is not None
+        and shorthand[name] != getattr(inner, argument)
+    ]
+    if conflicts:
+        raise ValueError(
+            f"Received both inner={inner!r} and {', '.join(conflicts)}, which "
+            "disagree. Set each inner-loop option in one place: either in "
+            "`inner=InnerLoop(...)` or with the shorthand arguments."
+        )
+    return inner
 
 
 def _autograd_step(loss_fn, at, create_graph, has_aux):

@@ -20,7 +20,6 @@ scikit-learn package.
 """
 
 import contextlib
-import inspect
 import numbers
 import random
 
@@ -32,21 +31,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from metakeras.models import ANIL, MAML, MetaModel, MetaSGD, ProtoNet, Reptile
+from metakeras.models import MetaModel, registry
+from metakeras.models.registry import _accepted_arguments
 from metakeras.tasks import TaskSampler
 
 __all__ = ["MetaClassifier", "MetaRegressor"]
-
-# name -> (MetaModel class, fixed constructor arguments)
-ALGORITHMS = {
-    "maml": (MAML, {}),
-    "fomaml": (MAML, {"first_order": True}),
-    "metasgd": (MetaSGD, {}),
-    "anil": (ANIL, {}),
-    "reptile": (Reptile, {}),
-    "protonet": (ProtoNet, {}),
-}
-_REGRESSION_ALGORITHMS = tuple(name for name in ALGORITHMS if name != "protonet")
 
 # Rows per forward pass when predicting.
 _PREDICT_BATCH = 1024
@@ -55,12 +44,16 @@ _PREDICT_BATCH = 1024
 class _MetaEstimatorBase(BaseEstimator):
     """Shared logic of `MetaClassifier` and `MetaRegressor`.
 
-    Subclasses define `__init__` (the hyper-parameters), `_prepare_fit`
-    (targets -> task source), `_head_width`, `_loss`, `_metrics` and the
-    prediction methods.
+    Subclasses define `__init__` (the hyper-parameters), `_task` (the task
+    type, which picks the algorithms and their defaults in
+    `metakeras.models.registry`), `_prepare_fit` (targets -> task source),
+    `_loss`, `_metrics` and the prediction methods. The algorithm settings
+    (`registry.SETTINGS`: the inner loop, `per_step_bn_statistics`,
+    `transductive_eval`, `zero_head`) are parameters of both estimators,
+    `None` meaning the algorithm's default.
     """
 
-    _valid_algorithms = tuple(ALGORITHMS)
+    _task = None
 
     # ------------------------------------------------------------ tags
 
@@ -75,25 +68,7 @@ class _MetaEstimatorBase(BaseEstimator):
     def _check_params(self):
         """Validates the hyper-parameters; called by `fit`, never `__init__`."""
         name = type(self).__name__
-        algorithm = self.algorithm
-        if isinstance(algorithm, str):
-            if algorithm not in self._valid_algorithms:
-                extra = (
-                    " ('protonet' classifies by distance to class prototypes and "
-                    "has no regression form)"
-                    if algorithm == "protonet"
-                    else ""
-                )
-                raise ValueError(
-                    f"{name}: `algorithm` must be one of "
-                    f"{list(self._valid_algorithms)} or a MetaModel subclass. "
-                    f"Received: algorithm={algorithm!r}{extra}."
-                )
-        elif not (inspect.isclass(algorithm) and issubclass(algorithm, MetaModel)):
-            raise ValueError(
-                f"{name}: `algorithm` must be one of {list(self._valid_algorithms)} "
-                f"or a subclass of metakeras.MetaModel. Received: {algorithm!r}"
-            )
+        self._check_algorithm(name)
         if self.learner is not None and not (
             isinstance(self.learner, keras.Model) or callable(self.learner)
         ):
@@ -102,48 +77,8 @@ class _MetaEstimatorBase(BaseEstimator):
                 "a callable `learner(n_features_in, n_outputs)` returning one. "
                 f"Received: {self.learner!r}"
             )
-        units = self.hidden_units
-        if (
-            isinstance(units, (str, bytes))
-            or not hasattr(units, "__len__")
-            or len(units) == 0
-            or not all(_is_int(u, minimum=1) for u in units)
-        ):
-            raise ValueError(
-                f"{name}: `hidden_units` must be a non-empty sequence of positive "
-                f"integers, e.g. (64, 64). Received: hidden_units={units!r}"
-            )
-        for param, minimum in self._int_params():
-            value = getattr(self, param)
-            if not _is_int(value, minimum):
-                raise ValueError(
-                    f"{name}: `{param}` must be an integer >= {minimum}. "
-                    f"Received: {param}={value!r}"
-                )
-        for param in ("inner_batch_size", "adapt_steps"):
-            value = getattr(self, param)
-            minimum = 1 if param == "inner_batch_size" else 0
-            if value is not None and not _is_int(value, minimum):
-                raise ValueError(
-                    f"{name}: `{param}` must be None or an integer >= {minimum}. "
-                    f"Received: {param}={value!r}"
-                )
-        for param in ("inner_learning_rate", "learning_rate"):
-            value = getattr(self, param)
-            if value is None and param == "learning_rate":
-                continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not np.isfinite(value)
-                or value <= 0
-            ):
-                raise ValueError(
-                    f"{name}: `{param}` must be a positive finite number"
-                    + (" or None" if param == "learning_rate" else "")
-                    + f". Received: {param}={value!r}"
-                )
-        for param in ("first_order", "vectorize_tasks", "warm_start"):
+        self._check_numbers(name)
+        for param in ("vectorize_tasks", "warm_start"):
             value = getattr(self, param)
             auto_allowed = param == "vectorize_tasks"
             if isinstance(value, (bool, np.bool_)) or (
@@ -172,27 +107,107 @@ class _MetaEstimatorBase(BaseEstimator):
                 f"{name}: `verbose` must be 0, 1 or 2. Received: verbose={self.verbose!r}"
             )
 
+    def _check_algorithm(self, name):
+        """Raises unless `algorithm` names one for this task, or is a class."""
+        algorithm = self.algorithm
+        valid = list(registry.available(self._task))
+        if isinstance(algorithm, str):
+            try:
+                known = registry.get(algorithm)
+            except ValueError:
+                known = None
+            if known is None or self._task not in known.tasks:
+                extra = (
+                    f" ({algorithm!r} {known.summary} and has no {self._task} form)"
+                    if known is not None
+                    else ""
+                )
+                raise ValueError(
+                    f"{name}: `algorithm` must be one of {valid} or a MetaModel "
+                    f"subclass. Received: algorithm={algorithm!r}{extra}."
+                )
+        elif not (isinstance(algorithm, type) and issubclass(algorithm, MetaModel)):
+            raise ValueError(
+                f"{name}: `algorithm` must be one of {valid} or a subclass of "
+                f"metakeras.MetaModel. Received: {algorithm!r}"
+            )
+
+    def _check_numbers(self, name):
+        """Raises for a numeric hyper-parameter or algorithm setting out of range."""
+        units = self.hidden_units
+        if (
+            isinstance(units, (str, bytes))
+            or not hasattr(units, "__len__")
+            or len(units) == 0
+            or not all(_is_int(u, minimum=1) for u in units)
+        ):
+            raise ValueError(
+                f"{name}: `hidden_units` must be a non-empty sequence of positive "
+                f"integers, e.g. (64, 64). Received: hidden_units={units!r}"
+            )
+        for param, minimum in self._int_params():
+            value = getattr(self, param)
+            if not _is_int(value, minimum):
+                raise ValueError(
+                    f"{name}: `{param}` must be an integer >= {minimum}. "
+                    f"Received: {param}={value!r}"
+                )
+        if self.adapt_steps is not None and not _is_int(self.adapt_steps, 0):
+            raise ValueError(
+                f"{name}: `adapt_steps` must be None or an integer >= 0. "
+                f"Received: adapt_steps={self.adapt_steps!r}"
+            )
+        for setting in registry.SETTINGS:
+            value = getattr(self, setting.name)
+            if value is not None and not setting.check(value):
+                raise ValueError(
+                    f"{name}: `{setting.name}` must be None or {setting.what}. "
+                    f"Received: {setting.name}={value!r}"
+                )
+        value = self.learning_rate
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not np.isfinite(value)
+            or value <= 0
+        ):
+            raise ValueError(
+                f"{name}: `learning_rate` must be a positive finite number or "
+                f"None. Received: learning_rate={value!r}"
+            )
+
     def _int_params(self):
         return (
             ("shots", 1),
             ("queries", 1),
             ("meta_batch_size", 1),
-            ("inner_steps", 0),
             ("epochs", 0),
             ("steps_per_epoch", 1),
         )
 
     def _algorithm(self):
-        """The MetaModel class and its fixed arguments."""
-        if isinstance(self.algorithm, str):
-            return ALGORITHMS[self.algorithm]
-        return self.algorithm, {}
+        """The `registry.Algorithm` of the `algorithm` parameter."""
+        return registry.get(self.algorithm)
+
+    def _settings(self):
+        """The algorithm's settings: the parameters given, else its defaults.
+
+        Settings the algorithm does not take are ignored, as is a setting its
+        name fixes (`first_order` for fomaml and reptile).
+        """
+        algorithm = self._algorithm()
+        given = {
+            name: getattr(self, name)
+            for name in algorithm.settings
+            if name not in algorithm.fixed
+        }
+        return algorithm.resolve(self._task, **given)
 
     def _is_prototype_algorithm(self):
-        return issubclass(self._algorithm()[0], ProtoNet)
+        return not self._algorithm().head
 
     def _has_inner_loop(self):
-        return issubclass(self._algorithm()[0], MAML)
+        return self._algorithm().inner_loop
 
     # ----------------------------------------------------------- building
 
@@ -266,21 +281,15 @@ class _MetaEstimatorBase(BaseEstimator):
         return type(optimizer).from_config(config)
 
     def _build_model(self, n_features, n_outputs):
-        cls, fixed = self._algorithm()
+        algorithm = self._algorithm()
         learner = _drawn_on_cpu(lambda: self._make_learner(n_features, n_outputs))
-        settings = {
-            "inner_steps": self.inner_steps,
-            "inner_learning_rate": float(self.inner_learning_rate),
-            "first_order": bool(self.first_order),
-            "inner_batch_size": self.inner_batch_size,
-            "vectorize_tasks": (
+        settings = self._settings()
+        kwargs = {name: settings[name] for name in algorithm.settings}
+        if "vectorize_tasks" in _accepted_arguments(algorithm.cls):
+            kwargs["vectorize_tasks"] = (
                 "auto" if self.vectorize_tasks == "auto" else bool(self.vectorize_tasks)
-            ),
-        }
-        settings.update(fixed)
-        accepted = _accepted_arguments(cls)
-        kwargs = {k: v for k, v in settings.items() if k in accepted}
-        model = cls(learner, **kwargs)
+            )
+        model = algorithm.create(learner, self._task, **kwargs)
         model.compile(
             optimizer=self._make_optimizer(), loss=self._loss(), metrics=self._metrics()
         )
@@ -318,11 +327,13 @@ class _MetaEstimatorBase(BaseEstimator):
                     "Refit with warm_start=False."
                 )
             if epochs > 0:
+                # Settings made of callbacks (`zero_head`) run first.
+                callbacks = self._algorithm().callbacks(**self._settings())
                 history = self.model_.fit(
                     task_source,
                     epochs=epochs,
                     verbose=self.verbose,
-                    callbacks=list(self.callbacks) if self.callbacks else None,
+                    callbacks=callbacks + list(self.callbacks or []) or None,
                     shuffle=False,
                 )
                 for key, values in history.history.items():
@@ -339,12 +350,22 @@ class _MetaEstimatorBase(BaseEstimator):
         check_is_fitted(self, "adapted_model_")
         X = validate_data(self, X, reset=False, dtype=(np.float32, np.float64))
         X = np.asarray(X, dtype=np.float32)
+        model = self.adapted_model_
+        transductive = bool(getattr(self.model_, "transductive_eval", False))
+        if transductive:
+            state = (
+                [v.value for v in model.trainable_variables],
+                [v.value for v in model.non_trainable_variables],
+            )
         outputs = []
         with torch.no_grad():
             for start in range(0, len(X), _PREDICT_BATCH):
-                batch = self.adapted_model_(
-                    X[start : start + _PREDICT_BATCH], training=False
-                )
+                x = X[start : start + _PREDICT_BATCH]
+                if transductive:
+                    # Batch statistics of the rows, the model's state untouched.
+                    batch, _ = model.stateless_call(*state, x, training=True)
+                else:
+                    batch = model(x, training=False)
                 outputs.append(keras.ops.convert_to_numpy(batch))
         return np.concatenate(outputs).astype(np.float64)
 
@@ -367,7 +388,9 @@ class _MetaEstimatorBase(BaseEstimator):
     def _adapt_steps(self):
         if not self._has_inner_loop():
             return None
-        return self.inner_steps if self.adapt_steps is None else self.adapt_steps
+        if self.adapt_steps is None:
+            return self.model_.inner.steps
+        return self.adapt_steps
 
 
 class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
@@ -390,19 +413,29 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
     of query rows per class is lowered to what the smallest class allows
     (`queries_`).
 
-    Output width. Gradient-based algorithms (`"maml"`, `"fomaml"`,
-    `"metasgd"`, `"anil"`, `"reptile"`) learn a head of `ways_` logits, so
-    they can adapt to tasks of at most `ways_` classes: fitting them on more
-    classes than `ways`, or adapting to a larger task, raises a
-    `ValueError` (use `ways` >= the number of classes, or `"protonet"`).
-    `"protonet"` classifies by distance to class-mean embeddings and adapts
-    to any number of classes.
+    Output width. Gradient-based algorithms (all but protonet) learn a head
+    of `ways_` logits, so they can adapt to tasks of at most `ways_` classes:
+    fitting them on more classes than `ways`, or adapting to a larger task,
+    raises a `ValueError` (use `ways` >= the number of classes, or
+    protonet). Protonet classifies by distance to class-mean embeddings and
+    adapts to any number of classes.
+
+    Algorithm settings. `inner_steps`, `inner_learning_rate`, `first_order`,
+    `inner_batch_size`, `inner_shuffle`, `inner_clipnorm`,
+    `inner_global_clipnorm`, `per_step_bn_statistics`, `transductive_eval`
+    and `zero_head` are the settings of `metakeras.models.registry`. `None`
+    (their default) takes the algorithm's default for classification there
+    (`metakeras.models.get(algorithm).defaults("classification")`). A
+    setting the algorithm does not take is ignored (the inner-loop ones for
+    protonet, `per_step_bn_statistics` for reptile), as is `first_order` for
+    fomaml and reptile, which are first order by definition.
 
     Args:
-        algorithm: `"protonet"`, `"maml"`, `"fomaml"` (first-order MAML),
-            `"metasgd"`, `"anil"`, `"reptile"`, or a `metakeras.MetaModel`
-            subclass (built as `cls(learner, **inner settings it accepts)`).
-            Defaults to `"protonet"`.
+        algorithm: a name of `metakeras.models.available()` (protonet,
+            maml, fomaml for first-order MAML, metasgd, anil, reptile), or a
+            `metakeras.MetaModel` subclass (built as `cls(learner,
+            **settings it accepts)`, with the defaults of the registered
+            class it derives from). Defaults to `"protonet"`.
         learner: `None` (an MLP from `hidden_units`), a `keras.Model` (cloned
             with fresh weights at each fit) or a callable
             `learner(n_features_in, n_outputs)` returning a Keras model;
@@ -418,11 +451,13 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         queries: query rows per class in an episode (Q). Defaults to `5`.
         meta_batch_size: episodes per meta-update. Defaults to `8`.
         inner_steps: inner-loop gradient steps in meta-training (gradient
-            algorithms). Defaults to `1`.
-        inner_learning_rate: inner-loop step size. Defaults to `0.1`.
-        first_order: first-order meta-gradients. Defaults to `False`.
-        inner_batch_size: support rows per inner step; `None` for full batch.
-            Defaults to `None`.
+            algorithms). Defaults to `None` (the algorithm's: 1, reptile 5).
+        inner_learning_rate: inner-loop step size. Defaults to `None` (the
+            algorithm's default for classification, 0.4).
+        first_order: first-order meta-gradients. Defaults to `None` (`False`;
+            fomaml and reptile are first order).
+        inner_batch_size: support rows per inner step. Defaults to `None`
+            (all of them: full-batch steps).
         adapt_steps: inner steps when adapting (`fit`'s final adaptation and
             `adapt`); `None` uses `inner_steps`. Defaults to `None`.
         epochs: meta-training epochs; `0` skips meta-training. Defaults to
@@ -444,6 +479,26 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         verbose: Keras `fit` verbosity. Defaults to `0`.
         callbacks: list of `keras.callbacks.Callback` for meta-training.
             Defaults to `None`.
+        inner_shuffle: with `inner_batch_size`, draw the inner mini-batches
+            from a fresh permutation of the support rows. Defaults to `None`
+            (`True`).
+        inner_clipnorm: clip each weight's inner gradient to this L2 norm at
+            every inner step (`InnerLoop(clipnorm=...)`). Defaults to `None`
+            (no clipping).
+        inner_global_clipnorm: clip the joint L2 norm of all inner gradients
+            to this at every inner step. Defaults to `None` (no clipping).
+        per_step_bn_statistics: keep BatchNormalization moving statistics
+            per inner step (MAML++); needs a `learner` with
+            BatchNormalization layers. Defaults to `None` (`False`).
+        transductive_eval: predict with batch statistics: the model's
+            episodic evaluation does (`MetaModel`'s `transductive_eval`), and
+            `predict`, `predict_proba` and `score` run the adapted model in training mode
+            on the rows they are given, in batches of 1024 rows, so that
+            BatchNormalization normalises them with their own statistics
+            (Dropout is active too). Defaults to `None` (`False`).
+        zero_head: keep the learner's head at zero between meta-updates
+            (`metakeras.callbacks.ZeroHead`, the zeroing trick), run before
+            `callbacks`. Defaults to `None` (`False`).
 
     Attributes:
         classes_: class labels of the current task (the training set after
@@ -470,6 +525,8 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
     ```
     """
 
+    _task = "classification"
+
     def __init__(
         self,
         algorithm="protonet",
@@ -479,9 +536,9 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         shots=1,
         queries=5,
         meta_batch_size=8,
-        inner_steps=1,
-        inner_learning_rate=0.1,
-        first_order=False,
+        inner_steps=None,
+        inner_learning_rate=None,
+        first_order=None,
         inner_batch_size=None,
         adapt_steps=None,
         epochs=10,
@@ -493,6 +550,12 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         random_state=None,
         verbose=0,
         callbacks=None,
+        inner_shuffle=None,
+        inner_clipnorm=None,
+        inner_global_clipnorm=None,
+        per_step_bn_statistics=None,
+        transductive_eval=None,
+        zero_head=None,
     ):
         self.algorithm = algorithm
         self.learner = learner
@@ -515,6 +578,12 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.inner_shuffle = inner_shuffle
+        self.inner_clipnorm = inner_clipnorm
+        self.inner_global_clipnorm = inner_global_clipnorm
+        self.per_step_bn_statistics = per_step_bn_statistics
+        self.transductive_eval = transductive_eval
+        self.zero_head = zero_head
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -757,10 +826,15 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
     smallest task allows (`queries_`). `y` may be 1-D or `(n_samples,
     n_targets)`.
 
+    Algorithm settings (`inner_steps` to `zero_head`, as for
+    `MetaClassifier`): `None` takes the algorithm's default for regression
+    in `metakeras.models.registry`; a setting the algorithm does not take is
+    ignored.
+
     Args:
-        algorithm: `"maml"`, `"fomaml"`, `"metasgd"`, `"anil"`,
-            `"reptile"`, or a `metakeras.MetaModel` subclass. Defaults to
-            `"maml"`.
+        algorithm: a name of `metakeras.models.available("regression")`
+            (maml, fomaml, metasgd, anil, reptile), or a
+            `metakeras.MetaModel` subclass. Defaults to `"maml"`.
         learner: `None` (an MLP from `hidden_units`), a `keras.Model` (cloned
             with fresh weights at each fit) or a callable
             `learner(n_features_in, n_outputs)` returning a Keras model with
@@ -771,12 +845,14 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
         shots: support rows per task in an episode (K). Defaults to `5`.
         queries: query rows per task in an episode. Defaults to `10`.
         meta_batch_size: tasks per meta-update. Defaults to `8`.
-        inner_steps: inner-loop gradient steps in meta-training. Defaults to
-            `1`.
-        inner_learning_rate: inner-loop step size. Defaults to `0.01`.
-        first_order: first-order meta-gradients. Defaults to `False`.
-        inner_batch_size: support rows per inner step; `None` for full batch.
-            Defaults to `None`.
+        inner_steps: inner-loop gradient steps in meta-training (gradient
+            algorithms). Defaults to `None` (the algorithm's: 1, reptile 5).
+        inner_learning_rate: inner-loop step size. Defaults to `None` (the
+            algorithm's default for regression, 0.01).
+        first_order: first-order meta-gradients. Defaults to `None` (`False`;
+            fomaml and reptile are first order).
+        inner_batch_size: support rows per inner step. Defaults to `None`
+            (all of them: full-batch steps).
         adapt_steps: inner steps when adapting (`fit`'s final adaptation and
             `adapt`); `None` uses `inner_steps`. Defaults to `None`.
         epochs: meta-training epochs; `0` skips meta-training. Defaults to
@@ -794,6 +870,26 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
             Defaults to `None`.
         verbose: Keras `fit` verbosity. Defaults to `0`.
         callbacks: list of `keras.callbacks.Callback`. Defaults to `None`.
+        inner_shuffle: with `inner_batch_size`, draw the inner mini-batches
+            from a fresh permutation of the support rows. Defaults to `None`
+            (`True`).
+        inner_clipnorm: clip each weight's inner gradient to this L2 norm at
+            every inner step (`InnerLoop(clipnorm=...)`). Defaults to `None`
+            (no clipping).
+        inner_global_clipnorm: clip the joint L2 norm of all inner gradients
+            to this at every inner step. Defaults to `None` (no clipping).
+        per_step_bn_statistics: keep BatchNormalization moving statistics
+            per inner step (MAML++); needs a `learner` with
+            BatchNormalization layers. Defaults to `None` (`False`).
+        transductive_eval: predict with batch statistics: the model's
+            episodic evaluation does (`MetaModel`'s `transductive_eval`), and
+            `predict` and `score` run the adapted model in training mode
+            on the rows they are given, in batches of 1024 rows, so that
+            BatchNormalization normalises them with their own statistics
+            (Dropout is active too). Defaults to `None` (`False`).
+        zero_head: keep the learner's head at zero between meta-updates
+            (`metakeras.callbacks.ZeroHead`, the zeroing trick), run before
+            `callbacks`. Defaults to `None` (`False`).
 
     Attributes:
         n_features_in_, feature_names_in_: as in scikit-learn.
@@ -815,7 +911,7 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
     ```
     """
 
-    _valid_algorithms = _REGRESSION_ALGORITHMS
+    _task = "regression"
 
     def __init__(
         self,
@@ -825,9 +921,9 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
         shots=5,
         queries=10,
         meta_batch_size=8,
-        inner_steps=1,
-        inner_learning_rate=0.01,
-        first_order=False,
+        inner_steps=None,
+        inner_learning_rate=None,
+        first_order=None,
         inner_batch_size=None,
         adapt_steps=None,
         epochs=10,
@@ -839,6 +935,12 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
         random_state=None,
         verbose=0,
         callbacks=None,
+        inner_shuffle=None,
+        inner_clipnorm=None,
+        inner_global_clipnorm=None,
+        per_step_bn_statistics=None,
+        transductive_eval=None,
+        zero_head=None,
     ):
         self.algorithm = algorithm
         self.learner = learner
@@ -860,6 +962,12 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.inner_shuffle = inner_shuffle
+        self.inner_clipnorm = inner_clipnorm
+        self.inner_global_clipnorm = inner_global_clipnorm
+        self.per_step_bn_statistics = per_step_bn_statistics
+        self.transductive_eval = transductive_eval
+        self.zero_head = zero_head
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -1150,24 +1258,6 @@ def _drawn_on_cpu(make_learner):
     learner = make_learner()
     learner.set_weights(weights)
     return learner
-
-
-def _accepted_arguments(cls):
-    """Keyword arguments `cls.__init__` accepts, up to `MetaModel`'s own."""
-    accepted = set()
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            parameters = inspect.signature(klass.__init__).parameters.values()
-            accepted |= {
-                p.name
-                for p in parameters
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            }
-            if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-                break
-        if klass is MetaModel:
-            break
-    return accepted
 
 
 def _column(y):

@@ -510,3 +510,135 @@ def test_history_has_only_logged_columns(tmp_path):
     assert not [c for c in history.columns if c.startswith("val_")]
     assert history.notna().all().all()
     assert oct(os.stat(out / "history.csv").st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+# ------------------------------------------------- algorithm settings
+
+
+def test_train_passes_the_algorithm_settings_to_the_model(tmp_path, capsys):
+    code, out = _train(
+        tmp_path, "--dataset", "digits", "--epochs", "1", "--inner-clipnorm", "0.5",
+        "--inner-batch-size", "3", "--inner-shuffle", "false",
+        "--transductive-eval", "--zero-head",
+    )  # fmt: skip
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["inner_clipnorm"] == 0.5 and config["inner_shuffle"] is False
+    assert config["transductive_eval"] is True and config["zero_head"] is True
+    assert config["inner_global_clipnorm"] is None
+    assert config["per_step_bn_statistics"] is False
+    model = keras.models.load_model(out / "model.keras")
+    assert (
+        model.inner.get_config()
+        == metakeras.InnerLoop(
+            steps=1, learning_rate=0.4, batch_size=3, shuffle=False, clipnorm=0.5
+        ).get_config()
+    )
+    assert model.transductive_eval is True
+    # ZeroHead ran after every meta-update: the saved head is zero.
+    head = model.learner.layers[-1].get_weights()
+    assert all(np.abs(w).max() == 0.0 for w in head)
+    # Without it the head is not.
+    code, out = _train(tmp_path, "--dataset", "digits", "--epochs", "1", name="b")
+    head = keras.models.load_model(out / "model.keras").learner.layers[-1]
+    assert np.abs(head.get_weights()[0]).max() > 0
+
+
+def _image_folder(root, size=16):
+    rng = np.random.default_rng(0)
+    for label in range(10):
+        (root / f"class{label}").mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 255, size=(size, size), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"class{label}" / f"{i}.png")
+
+
+def test_config_file_settings_per_step_statistics_and_transductive_eval(
+    tmp_path, capsys
+):
+    root = tmp_path / "images"
+    _image_folder(root)
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        f'dataset = "image-folder"\ndata_dir = "{root}"\ncolor_mode = "grayscale"\n'
+        "filters = 2\nways = 2\nqueries = 2\nepochs = 1\ninner_steps = 2\n"
+        "per_step_bn_statistics = true\ninner-global-clipnorm = 1.0\n"
+    )
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(toml), *_TINY, "--output-dir", str(out)]) == 0
+    model = keras.models.load_model(out / "model.keras")
+    assert model.per_step_bn_statistics and model.inner.global_clipnorm == 1.0
+    assert [v.shape[0] for v in model.step_statistics][:1] == [3]
+    assert model.transductive_eval is False
+    # evaluate --transductive-eval normalises queries with their statistics.
+    summaries = []
+    for flag in ([], ["--transductive-eval"]):
+        folder = tmp_path / f"evaluation{len(flag)}"
+        argv = ["evaluate", str(out / "model.keras"), "--split", "val"]
+        argv += ["--episodes", "4", "--steps", "1", "--output-dir", str(folder), *flag]
+        assert main(argv) == 0
+        summaries.append(pd.read_csv(folder / "summary.csv"))
+    assert not np.allclose(summaries[0]["mean"], summaries[1]["mean"])
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (
+            'algorithm = "protonet"\nzero_head = true\n',
+            "protonet has no inner loop, so these settings do not apply: zero_head",
+        ),
+        (
+            'algorithm = "reptile"\nper_step_bn_statistics = true\n',
+            "these settings do not apply to reptile: per_step_bn_statistics",
+        ),
+        (
+            'algorithm = "fomaml"\nfirst_order = false\n',
+            "fomaml always has first_order=True",
+        ),
+        ("inner_clipnorm = 0\n", "inner_clipnorm must be a positive number"),
+        ('zero_head = "yes"\n', "zero_head must be true or false; received 'yes'"),
+        (
+            "per_step_bn_statistics = true\n",
+            "needs a learner with BatchNormalization layers",
+        ),
+    ],
+)
+def test_train_explains_invalid_settings(tmp_path, capsys, config, message):
+    path = tmp_path / "c.toml"
+    path.write_text(config)
+    assert main(["train", "--config", str(path), "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("metakeras train: error: ") and message in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--inner-clipnorm", "-1"], "expected a positive number, got '-1'"),
+        (["--zero-head", "maybe"], "expected true or false, got 'maybe'"),
+        (["--inner-shuffle", "2"], "expected true or false, got '2'"),
+    ],
+)
+def test_train_rejects_bad_setting_flags(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", *argv])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_runs_from_before_the_new_settings_resume(tmp_path, capsys):
+    argv = ("--dataset", "sinusoid", "--seed", "1")
+    code, out = _train(tmp_path, *argv, "--epochs", "1")
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    for key in ("inner_shuffle", "inner_clipnorm", "per_step_bn_statistics"):
+        config.pop(key)
+    (out / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert _train(tmp_path, *argv, "--epochs", "2")[0] == 0
+    assert "Resuming from" in capsys.readouterr().out
+    # A changed new setting is still a different configuration.
+    code, _ = _train(tmp_path, *argv, "--epochs", "3", "--inner-clipnorm", "1")
+    assert code == 2
+    assert "inner_clipnorm: None -> 1.0" in capsys.readouterr().err

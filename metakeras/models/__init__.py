@@ -1,21 +1,31 @@
-"""Meta-learning algorithms as Keras models, and reference learners."""
+"""Meta-learning algorithms as Keras models, and reference learners.
 
+The algorithms by name (`get("fomaml")`, `available()`) and their default
+settings live in `metakeras.models.registry`.
+"""
+
+from metakeras.models import registry
 from metakeras.models.anil import ANIL
 from metakeras.models.conv4 import conv4
 from metakeras.models.maml import MAML
 from metakeras.models.meta_model import MetaModel
 from metakeras.models.meta_sgd import MetaSGD
 from metakeras.models.protonet import ProtoNet, PrototypeClassifier, prototype_logits
+from metakeras.models.registry import Algorithm, available, get
 from metakeras.models.reptile import Reptile
 
 __all__ = [
     "ANIL",
+    "Algorithm",
     "MAML",
     "MetaModel",
     "MetaSGD",
     "PrototypeClassifier",
     "ProtoNet",
     "Reptile",
+    "available",
     "conv4",
+    "get",
     "prototype_logits",
+    "registry",
 ]

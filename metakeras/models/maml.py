@@ -3,7 +3,7 @@
 import keras
 import torch
 
-from metakeras.inner import InnerLoop
+from metakeras.inner import resolve_inner
 from metakeras.models._cloning import learner_with_weights
 from metakeras.models.meta_model import MetaModel, _check_flag, _select
 
@@ -57,27 +57,39 @@ class MAML(MetaModel):
             initialisation on the query sets without adapting to the
             support sets (joint training, a baseline); `adapt(...,
             steps=...)` and `evaluate_episodes(..., steps=...)` still adapt
-            it. Defaults to `1`.
-        inner_learning_rate: step size of the inner loop. Defaults to `0.01`.
-        first_order: use first-order MAML. Defaults to `False`.
+            it. Defaults to `None` (`1`).
+        inner_learning_rate: step size of the inner loop. Defaults to `None`
+            (`0.01`, the MAML paper's sinusoid value; its Omniglot value,
+            `0.4`, is the classification default of `metakeras.models.get`).
+        first_order: use first-order MAML. Defaults to `None` (`False`).
         inner_batch_size: support examples per inner step; `None` for full
             batch. Defaults to `None`.
         adapt_layers: names of the learner's layers whose weights adapt in
             the inner loop; `None` adapts all. Defaults to `None`.
         transductive_eval: predict queries with batch statistics at
             evaluation. Defaults to `False`.
+        vectorize_tasks: batch the tasks of a meta-batch with
+            `torch.func.vmap` (`True`), run them one by one (`False`), or
+            choose by device and learner (`"auto"`, see `MetaModel`).
+            Defaults to `"auto"`.
         inner_clipnorm: clip each weight's inner gradient to this L2 norm at
             every inner step (`InnerLoop(clipnorm=...)`), in training,
-            `adapt` and evaluation alike. Defaults to `None`.
+            `adapt` and evaluation alike. Defaults to `None` (no clipping).
         inner_global_clipnorm: clip the joint L2 norm of all inner gradients
             instead (`InnerLoop(global_clipnorm=...)`). Defaults to `None`.
         per_step_bn_statistics: keep BatchNormalization moving statistics
             per inner step (MAML++); needs a learner with BatchNormalization
             layers. Defaults to `False`.
-        vectorize_tasks: batch the tasks of a meta-batch with
-            `torch.func.vmap` (`True`), run them one by one (`False`), or
-            choose by device and learner (`"auto"`, see `MetaModel`).
-            Defaults to `"auto"`.
+        inner: the whole inner loop as a `metakeras.InnerLoop`, instead of
+            the shorthand arguments above (`inner_steps`,
+            `inner_learning_rate`, `first_order`, `inner_batch_size`,
+            `inner_shuffle`, `inner_clipnorm`, `inner_global_clipnorm`, one
+            per `InnerLoop` argument). A shorthand given beside it must
+            agree with it, else a `ValueError` names both. The model keeps
+            it as `model.inner`. Defaults to `None`.
+        inner_shuffle: with `inner_batch_size`, draw the inner mini-batches
+            from a fresh permutation of the support set
+            (`InnerLoop(shuffle=...)`). Defaults to `None` (`True`).
         **kwargs: passed to `keras.Model`.
 
     Example:
@@ -91,6 +103,7 @@ class MAML(MetaModel):
         keras.layers.Dense(1),
     ])
     model = metakeras.MAML(learner, inner_steps=1, inner_learning_rate=0.01)
+    # the same: metakeras.MAML(learner, inner=metakeras.InnerLoop(1, 0.01))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     model.fit(metakeras.tasks.SinusoidTasks(shots=10, seed=0), epochs=2)
     adapted = model.adapt(support_x, support_y, steps=10)
@@ -98,12 +111,15 @@ class MAML(MetaModel):
     ```
     """
 
+    # `InnerLoop` arguments of the shorthands not given (and no `inner`).
+    _inner_defaults = {}
+
     def __init__(
         self,
         learner,
-        inner_steps=1,
-        inner_learning_rate=0.01,
-        first_order=False,
+        inner_steps=None,
+        inner_learning_rate=None,
+        first_order=None,
         inner_batch_size=None,
         adapt_layers=None,
         transductive_eval=False,
@@ -111,16 +127,21 @@ class MAML(MetaModel):
         inner_clipnorm=None,
         inner_global_clipnorm=None,
         per_step_bn_statistics=False,
+        inner=None,
+        inner_shuffle=None,
         **kwargs,
     ):
         super().__init__(learner, vectorize_tasks=vectorize_tasks, **kwargs)
-        self.inner = InnerLoop(
-            steps=inner_steps,
-            learning_rate=inner_learning_rate,
+        self.inner = resolve_inner(
+            inner,
+            defaults=self._inner_defaults,
+            inner_steps=inner_steps,
+            inner_learning_rate=inner_learning_rate,
             first_order=first_order,
-            batch_size=inner_batch_size,
-            clipnorm=inner_clipnorm,
-            global_clipnorm=inner_global_clipnorm,
+            inner_batch_size=inner_batch_size,
+            inner_shuffle=inner_shuffle,
+            inner_clipnorm=inner_clipnorm,
+            inner_global_clipnorm=inner_global_clipnorm,
         )
         if adapt_layers is not None:
             if isinstance(adapt_layers, str) or not all(
@@ -405,6 +426,8 @@ class MAML(MetaModel):
         )
         if self.per_step_bn_statistics:
             config["per_step_bn_statistics"] = True
+        if not self.inner.shuffle:
+            config["inner_shuffle"] = False
         if self.inner.clipnorm is not None:
             config["inner_clipnorm"] = self.inner.clipnorm
         if self.inner.global_clipnorm is not None:

@@ -19,12 +19,13 @@ class MetaSGD(MAML):
 
     Args:
         learner: the `keras.Model` to meta-learn.
-        inner_steps: inner gradient steps per task. Defaults to `1`.
+        inner_steps: inner gradient steps per task. Defaults to `None` (`1`).
         inner_learning_rate: initial value of every learned rate.
-            Defaults to `0.01`.
-        **kwargs: the other `MAML` arguments (`first_order`,
+            Defaults to `None` (`0.01`).
+        **kwargs: the other `MAML` arguments (`inner`, `first_order`,
             `inner_batch_size`, `adapt_layers`, `transductive_eval`,
-            `vectorize_tasks`, `name`, ...).
+            `vectorize_tasks`, `name`, ...). With `inner`, the rates start at
+            `inner.learning_rate`.
 
     Example:
 
@@ -36,7 +37,7 @@ class MetaSGD(MAML):
     ```
     """
 
-    def __init__(self, learner, inner_steps=1, inner_learning_rate=0.01, **kwargs):
+    def __init__(self, learner, inner_steps=None, inner_learning_rate=None, **kwargs):
         super().__init__(
             learner,
             inner_steps=inner_steps,

@@ -3,6 +3,7 @@
 import keras
 import torch
 
+from metakeras.inner import InnerLoop
 from metakeras.models.maml import MAML
 from metakeras.models.meta_model import _map_tasks, _merge_tasks
 
@@ -27,12 +28,17 @@ class Reptile(MAML):
 
     Args:
         learner: the `keras.Model` to meta-learn.
-        inner_steps: SGD steps per task. Defaults to `5`.
-        inner_learning_rate: inner SGD step size. Defaults to `0.01`.
+        inner_steps: SGD steps per task. Defaults to `None` (`5`).
+        inner_learning_rate: inner SGD step size. Defaults to `None`
+            (`0.01`).
         inner_batch_size: support examples per inner step (`None`: all).
             Defaults to `None`.
-        **kwargs: the other `MAML` arguments (`adapt_layers`,
-            `transductive_eval`, `vectorize_tasks`, `name`).
+        **kwargs: the other `MAML` arguments (`inner`, `inner_shuffle`,
+            `inner_clipnorm`, `inner_global_clipnorm`, `adapt_layers`,
+            `transductive_eval`, `vectorize_tasks`, `name`). `first_order`
+            is ignored, and an `inner` with `first_order=False` is used as
+            first order: Reptile never differentiates through its inner
+            loop.
 
     Example:
 
@@ -43,15 +49,21 @@ class Reptile(MAML):
     ```
     """
 
+    # Reptile never differentiates through its inner loop: always first order.
+    _inner_defaults = {"steps": 5, "first_order": True}
+
     def __init__(
         self,
         learner,
-        inner_steps=5,
-        inner_learning_rate=0.01,
+        inner_steps=None,
+        inner_learning_rate=None,
         inner_batch_size=None,
         **kwargs,
     ):
         kwargs.pop("first_order", None)
+        inner = kwargs.pop("inner", None)
+        if isinstance(inner, InnerLoop) and not inner.first_order:
+            inner = InnerLoop.from_config({**inner.get_config(), "first_order": True})
         if kwargs.get("per_step_bn_statistics"):
             raise ValueError(
                 "Reptile does not support `per_step_bn_statistics=True`: its "
@@ -62,8 +74,8 @@ class Reptile(MAML):
             learner,
             inner_steps=inner_steps,
             inner_learning_rate=inner_learning_rate,
-            first_order=True,
             inner_batch_size=inner_batch_size,
+            inner=inner,
             **kwargs,
         )
 
