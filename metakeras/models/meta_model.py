@@ -12,7 +12,7 @@ from metakeras.models._cuda_graph import GraphedTrainStep
 from metakeras.models._stateless import stateless_forward
 from metakeras.models._task_loss import TaskLoss
 from metakeras.models._vectorize import auto_vectorize
-from metakeras.tasks.episode import unpack_episode, validate_episode
+from metakeras.tasks.episode import EPISODE_KEYS, unpack_episode, validate_episode
 
 NONFINITE_MODES = ("raise", "skip", "ignore")
 
@@ -119,6 +119,7 @@ class MetaModel(keras.Model):
         y0 = model.predict(x_new)  # the initialisation's predictions
         ```
         """
+        _refuse_episodes(x)
         if isinstance(x, (np.ndarray, torch.Tensor, list)):
             x = self._check_inputs(x, "x")
         return super().predict(
@@ -311,6 +312,8 @@ class MetaModel(keras.Model):
         model.fit(tasks, epochs=10, callbacks=[backup])  # rerun after a kill
         ```
         """
+        if isinstance(x, dict):
+            validate_episode(*unpack_episode(x), num_classes=None)
         return super().fit(
             x,
             y,
@@ -836,7 +839,7 @@ class MetaModel(keras.Model):
             query_y,
             num_classes=self._num_classes() if check_labels else None,
         )
-        self._episode_checks(support_x, support_y)
+        self._episode_checks(support_x, support_y, query_y)
         # Kept for `_locate_nonfinite` and the `skip` mode of this step.
         self._step_episode = (support_x, support_y, query_x, query_y)
         if self.on_nonfinite != "ignore":
@@ -846,9 +849,25 @@ class MetaModel(keras.Model):
                 v.value.detach().clone() for v in self._loss_tracker.variables
             ]
         self._check_example_shape(tuple(support_x.shape[2:]), "support_x")
+        self._check_classification_head()
         return support_x, support_y, query_x, query_y
 
-    def _episode_checks(self, support_x, support_y):
+    def _check_classification_head(self):
+        """A cross-entropy loss needs one output per class, at least two."""
+        shape = self._learner_output_shape
+        if not shape or shape[-1] is None or shape[-1] >= 2:
+            return
+        loss = getattr(self, "loss", None)
+        name = loss if isinstance(loss, str) else type(loss).__name__
+        if str(name).lower().replace("_", "") in _CROSS_ENTROPIES:
+            raise ValueError(
+                f"The compiled loss {name} is a classification loss, but the "
+                f"learner predicts {shape[-1]} value(s) per example: it needs one "
+                "output (logit) per class of an episode, at least 2 (e.g. "
+                "`Dense(ways)` as its last layer)."
+            )
+
+    def _episode_checks(self, support_x, support_y, query_y):
         """Checks of a subclass on a validated meta-batch, before the step."""
 
     def _check_single_task(self, support_x, support_y):
@@ -1077,3 +1096,26 @@ def _inner_monitor(task, found, last):
 def _preview_names(names, limit=3):
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+_CROSS_ENTROPIES = (
+    "sparsecategoricalcrossentropy",
+    "categoricalcrossentropy",
+)
+
+
+def _refuse_episodes(x):
+    """`predict` takes learner inputs; an episode source gets a pointer instead."""
+    episode = isinstance(x, dict) and set(EPISODE_KEYS) <= set(x)
+    if isinstance(x, keras.utils.PyDataset) and x.num_batches:
+        first = x[0]
+        episode = isinstance(first, dict) and set(EPISODE_KEYS) <= set(first)
+    if episode:
+        raise ValueError(
+            "`predict` runs the learner with the meta-learned weights on plain "
+            "inputs `(examples, *features)`, before any adaptation; received "
+            "episodes. To adapt to each episode's support set and predict its "
+            "queries, use `model.adapt_and_predict(support_x, support_y, "
+            "query_x)` (or `metakeras.evaluation.evaluate_episodes` to score "
+            "them)."
+        )

@@ -139,8 +139,21 @@ class ProtoNet(MetaModel):
             return {"ways": self._checked_labels[1]}
         return {"ways": self._check_labels(support_y)}
 
-    def _episode_checks(self, support_x, support_y):
-        self._checked_labels = (support_y, self._check_labels(support_y))
+    def _episode_checks(self, support_x, support_y, query_y):
+        ways = self._check_labels(support_y)
+        if query_y.is_floating_point():
+            raise ValueError(
+                "ProtoNet needs integer class labels in `query_y`; received dtype "
+                f"{query_y.dtype}."
+            )
+        low, high = int(query_y.min()), int(query_y.max())
+        if low < 0 or high >= ways:
+            raise ValueError(
+                f"`query_y` holds labels in [{low}, {high}], but the support sets "
+                f"hold {ways} classes: query labels must lie in [0, {ways - 1}] "
+                "(the support set's classes, remapped per episode)."
+            )
+        self._checked_labels = (support_y, ways)
 
     def _graph_signature(self):
         return (*super()._graph_signature(), self.distance, self._checked_labels[1])
@@ -153,6 +166,12 @@ class ProtoNet(MetaModel):
                 f"dtype {support_y.dtype}."
             )
         ways = int(support_y.max()) + 1
+        if ways < 2:
+            raise ValueError(
+                "ProtoNet needs at least 2 classes per episode; `support_y` holds "
+                "only label 0 (1-way episodes: every query would be trivially right "
+                "and the loss 0, so nothing is learned)."
+            )
         counts = torch.stack(
             [(support_y == c).sum(dim=-1) for c in range(ways)], dim=-1
         )

@@ -145,8 +145,17 @@ def validate_episode(support_x, support_y, query_x, query_y, num_classes=None):
     if num_classes is not None:
         for name in ("support_y", "query_y"):
             value = arrays[name]
+            if tuple(value.shape[2:]) not in ((), (1,)):
+                continue  # one target per output: multi-output regression
             if _is_floating(value):
-                continue
+                fractional = _fractional(value)
+                if fractional is not None:
+                    raise ValueError(
+                        f"`{name}` holds the fractional label {fractional!r}, but the "
+                        f"learner predicts {num_classes} classes: classification labels "
+                        f"must be whole class indices 0..{num_classes - 1} (remapped "
+                        "per episode)."
+                    )
             low, high = int(_min(value)), int(_max(value))
             if low < 0 or high >= num_classes:
                 raise ValueError(
@@ -170,6 +179,16 @@ def _all_finite(value):
     if isinstance(value, torch.Tensor):
         return torch.isfinite(value).all()
     return np.isfinite(np.asarray(value)).all()
+
+
+def _fractional(value):
+    """The first value that is not a whole number, or None."""
+    if isinstance(value, torch.Tensor):
+        bad = value[value != torch.round(value)]
+        return float(bad[0]) if bad.numel() else None
+    value = np.asarray(value)
+    bad = value[value != np.round(value)]
+    return float(bad[0]) if bad.size else None
 
 
 def _min(value):

@@ -130,6 +130,11 @@ class TaskSampler(keras.utils.PyDataset):
                 raise ValueError(
                     f"`{name}` must be a positive integer. Received: {name}={value!r}"
                 )
+        if ways < 2:
+            raise ValueError(
+                "`ways` must be at least 2: a 1-way episode has one class, so every "
+                "query is trivially right and nothing is learned. Received: ways=1"
+            )
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:

@@ -1,0 +1,100 @@
+"""Mistakes that used to pass silently or fail deep inside PyTorch get a clear error."""
+
+import keras
+import numpy as np
+import pytest
+
+import metakeras
+
+SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def learner(outputs=3):
+    return keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(outputs),
+        ]
+    )
+
+
+def episodes(tasks=2, ways=3, shots=2, queries=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "support_x": rng.normal(size=(tasks, ways * shots, 4)).astype("float32"),
+        "support_y": np.tile(np.repeat(np.arange(ways), shots), (tasks, 1)),
+        "query_x": rng.normal(size=(tasks, ways * queries, 4)).astype("float32"),
+        "query_y": np.tile(np.repeat(np.arange(ways), queries), (tasks, 1)),
+    }
+
+
+def compiled(model):
+    model.compile("adam", SCE, metrics=["accuracy"])
+    return model
+
+
+def test_fractional_classification_labels():
+    model = compiled(metakeras.MAML(learner(), inner_learning_rate=0.1))
+    batch = episodes()
+    batch["query_y"] = batch["query_y"] + 0.5
+    with pytest.raises(ValueError, match=r"`query_y` holds the fractional label 0.5"):
+        model.train_on_batch(batch)
+    whole = episodes()
+    whole["support_y"] = whole["support_y"].astype("float32")
+    model.train_on_batch(whole)  # whole numbers stored as floats are labels
+
+
+def test_multi_output_regression_targets_are_not_labels():
+    model = metakeras.MAML(learner(2), inner_learning_rate=0.01)
+    model.compile("adam", "mse")
+    batch = episodes()
+    batch["support_y"] = (
+        np.random.default_rng(1).normal(size=(2, 6, 2)).astype("float32")
+    )
+    batch["query_y"] = np.random.default_rng(2).normal(size=(2, 6, 2)).astype("float32")
+    model.train_on_batch(batch)
+
+
+def test_one_way_episodes_and_one_output_classifiers():
+    protonet = compiled(metakeras.ProtoNet(learner(8)))
+    with pytest.raises(
+        ValueError, match="ProtoNet needs at least 2 classes per episode"
+    ):
+        protonet.train_on_batch(episodes(ways=1))
+    maml = compiled(metakeras.MAML(learner(1), inner_learning_rate=0.1))
+    with pytest.raises(ValueError, match=r"learner predicts 1 value\(s\) per example"):
+        maml.train_on_batch(episodes(ways=1))
+    x, y = np.zeros((10, 4), "float32"), np.repeat(np.arange(2), 5)
+    with pytest.raises(ValueError, match="`ways` must be at least 2"):
+        metakeras.tasks.TaskSampler(x, y, ways=1, shots=1, queries=1)
+
+
+def test_protonet_query_labels_outside_the_support_classes():
+    model = compiled(metakeras.ProtoNet(learner(8)))
+    batch = episodes()
+    batch["query_y"] = batch["query_y"].copy()
+    batch["query_y"][0, 0] = 9
+    message = r"`query_y` holds labels in \[0, 9\], but the support sets hold 3"
+    with pytest.raises(ValueError, match=message):
+        model.train_on_batch(batch)
+    with pytest.raises(ValueError, match=message):
+        model.evaluate(batch, verbose=0)
+
+
+def test_predict_on_episodes_points_to_adapt_and_predict():
+    model = compiled(metakeras.MAML(learner(), inner_learning_rate=0.1))
+    model.train_on_batch(episodes())
+    with pytest.raises(ValueError, match="use `model.adapt_and_predict"):
+        model.predict(episodes(), verbose=0)
+    tasks = metakeras.tasks.SinusoidTasks(steps=2, seed=0)
+    with pytest.raises(ValueError, match="received episodes"):
+        model.predict(tasks, verbose=0)
+
+
+def test_fit_on_arrays_with_different_task_counts():
+    model = compiled(metakeras.MAML(learner(), inner_learning_rate=0.1))
+    batch = episodes(tasks=4)
+    batch["query_x"] = batch["query_x"][:3]
+    with pytest.raises(ValueError, match="`support_x` has 4 but `query_x` has 3"):
+        model.fit(batch, batch_size=2, epochs=1, verbose=0)
