@@ -1,5 +1,7 @@
 """The inner loop: how a learner adapts its weights to one task's support set."""
 
+import re
+
 import keras
 import torch
 
@@ -346,7 +348,11 @@ def resolve_inner(inner=None, defaults=None, **shorthand):
         )
     given = {SHORTHANDS[k]: v for k, v in shorthand.items() if v is not None}
     if inner is None:
-        return InnerLoop(**{**(defaults or {}), **given})
+        try:
+            return InnerLoop(**{**(defaults or {}), **given})
+        except ValueError as error:
+            names = [k for k, v in shorthand.items() if v is not None]
+            raise ValueError(_in_shorthand(str(error), names)) from None
     if not isinstance(inner, InnerLoop):
         raise ValueError(
             f"`inner` must be None or a metakeras.InnerLoop. Received: inner={inner!r}"
@@ -364,6 +370,15 @@ def resolve_inner(inner=None, defaults=None, **shorthand):
             "`inner=InnerLoop(...)` or with the shorthand arguments."
         )
     return inner
+
+
+def _in_shorthand(message, names):
+    """An `InnerLoop` error in the argument names the caller wrote."""
+    for name in names:
+        argument = SHORTHANDS[name]
+        message = re.sub(rf"(?<![\w`])`{argument}`", f"`{name}`", message)
+        message = re.sub(rf"(?<!\w){argument}=", f"{name}=", message)
+    return message
 
 
 def _autograd_step(loss_fn, at, create_graph, has_aux):

@@ -98,3 +98,18 @@ def test_fit_on_arrays_with_different_task_counts():
     batch["query_x"] = batch["query_x"][:3]
     with pytest.raises(ValueError, match="`support_x` has 4 but `query_x` has 3"):
         model.fit(batch, batch_size=2, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "argument, value",
+    [
+        ("inner_steps", -1),
+        ("inner_learning_rate", -1.0),
+        ("inner_batch_size", 0),
+        ("inner_clipnorm", -1.0),
+        ("inner_global_clipnorm", -2.0),
+    ],
+)
+def test_errors_name_the_argument_as_written(argument, value):
+    with pytest.raises(ValueError, match=rf"^`{argument}` must .* {argument}={value}$"):
+        metakeras.MAML(learner(), **{argument: value})

@@ -369,7 +369,9 @@ def test_non_numeric_input(classifier):
 def test_bad_constructor_and_compile_arguments():
     with pytest.raises(ValueError, match="`learner` must be a keras.Model"):
         metakeras.MAML(lambda x: x)
-    with pytest.raises(ValueError, match="`steps` must be a non-negative integer"):
+    with pytest.raises(
+        ValueError, match="`inner_steps` must be a non-negative integer"
+    ):
         metakeras.MAML(mlp(), inner_steps=-2)
     model = metakeras.MAML(mlp())
     with pytest.raises(RuntimeError, match="compiled"):
