@@ -505,5 +505,38 @@ def test_protonet_transductive_eval_uses_each_sets_batch_statistics(tmp_path):
     )
     config = metakeras.ProtoNet(bn_learner(), transductive_eval=True).get_config()
     assert metakeras.ProtoNet.from_config(config).transductive_eval
+
+
+def test_protonet_adapt_uses_one_mode_for_support_and_queries(tmp_path):
+    model = metakeras.ProtoNet(bn_learner(), transductive_eval=True)
+    model.compile(loss=LOSS)
+    episodes = informative_episodes(tasks=1, seed=23)
+    sx, sy, qx = (episodes[k][0] for k in ("support_x", "support_y", "query_x"))
+    moving = [
+        keras.ops.convert_to_numpy(v) for v in model.learner.non_trainable_variables
+    ]
+    for transductive in (True, False):
+        model.transductive_eval = transductive
+        episodic = model.adapt_and_predict(sx[None], sy[None], qx[None])[0]
+        for chosen in (None, transductive):  # the model's setting, or per call
+            classifier = model.adapt(sx, sy, transductive=chosen)
+            assert classifier.batch_statistics is transductive
+            np.testing.assert_allclose(
+                classifier.predict(qx, verbose=0), episodic, rtol=1e-4, atol=1e-3
+            )
+    model.transductive_eval = False
+    mixed = model.adapt(sx, sy, transductive=True)
+    assert not np.allclose(mixed.predict(qx, verbose=0), episodic, atol=1e-3)
+    for before, after in zip(moving, model.learner.non_trainable_variables):
+        np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(after))
+    path = tmp_path / "classifier.keras"
+    mixed.save(path)
+    restored = keras.models.load_model(path)
+    assert restored.batch_statistics
+    np.testing.assert_allclose(
+        restored.predict(qx, verbose=0), mixed.predict(qx, verbose=0), rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="`transductive` must be True or False"):
+        model.adapt(sx, sy, transductive="yes")
     with pytest.raises(ValueError, match="`transductive_eval` must be True or False"):
         metakeras.ProtoNet(bn_learner(), transductive_eval=1)

