@@ -298,3 +298,29 @@ def test_real_omniglot(tmp_path):
     start = time.perf_counter()
     _, _, cached = omniglot.load_data(REAL_DATA, image_size=28, cache_dir=tmp_path)
     assert cached["from_cache"] and time.perf_counter() - start < 2.0
+
+
+def test_preprocess_matches_the_loader_on_outside_images(fake_data, tmp_path):
+    (x, _), _, _ = omniglot.load_data(path=fake_data, cache_dir=tmp_path / "cache")
+    with zipfile.ZipFile(fake_data / "images_background.zip") as archive:
+        members = sorted(m for m in archive.namelist() if m.endswith(".png"))[:3]
+        paths = []
+        for member in members:
+            path = tmp_path / member.replace("/", "_")
+            path.write_bytes(archive.read(member))
+            paths.append(path)
+    np.testing.assert_array_equal(omniglot.preprocess(paths), x[:3])
+    images = [Image.open(p) for p in paths]
+    np.testing.assert_array_equal(omniglot.preprocess(images), x[:3])
+    # Arrays of any size; light strokes on black give the same result.
+    pixels = [np.asarray(image.convert("L")) for image in images]
+    light = omniglot.preprocess([255 - p for p in pixels], ink="light")
+    np.testing.assert_allclose(light, x[:3], atol=1e-6)
+    floats = omniglot.preprocess([p / 255.0 for p in pixels], image_size=14)
+    assert floats.shape == (3, 14, 14) and floats.dtype == np.float32
+    with pytest.raises(ValueError, match=r"`ink` must be one of \['dark', 'light'\]"):
+        omniglot.preprocess(paths, ink="white")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="Could not read .*broken.png.* as an image"):
+        omniglot.preprocess([broken])

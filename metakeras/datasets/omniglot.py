@@ -105,15 +105,7 @@ def load_data(path=None, image_size=28, cache_dir=None, verbose=0):
     >>> x_train.shape, info["character_names"][0]  # doctest: +SKIP
     ((19280, 28, 28), 'Alphabet_of_the_Magi/character01')
     """
-    if (
-        isinstance(image_size, bool)
-        or not isinstance(image_size, (int, np.integer))
-        or image_size < 1
-    ):
-        raise ValueError(
-            "`image_size` must be a positive integer. Received: "
-            f"image_size={image_size!r}"
-        )
+    _check_image_size(image_size)
     image_size = int(image_size)
     cache_root = os.path.join(_files.keras_home(cache_dir), _CACHE_SUBDIR)
     sources = _local_sources(path)
@@ -344,30 +336,122 @@ def _layout(members, name, location):
     return dict(sorted(layout.items()))
 
 
-def _decode(layout, read, location, image_size):
+def preprocess(images, image_size=28, ink="dark"):
+    """Turns your own images into what `load_data` returns for Omniglot.
+
+    Models trained on `load_data()` arrays expect the same preparation of
+    any image they are asked about: grayscale, resized to `image_size` with
+    PIL's LANCZOS filter (as `load_data` resizes the 105x105 originals),
+    scaled to `[0, 1]` with ink 1.0 on a background of 0.0.
+
+    Args:
+        images: a sequence of image file paths, `PIL.Image`s, or arrays
+            (`(height, width)` grayscale or `(height, width, channels)`,
+            uint8 in `[0, 255]` or floats in `[0, 1]`); images of any size.
+        image_size: side of the square output images. Defaults to `28`.
+        ink: `"dark"` for dark strokes on a light background (the Omniglot
+            PNGs, pen on paper) or `"light"` for light strokes on a dark one.
+            Defaults to `"dark"`.
+
+    Returns:
+        float32 array `(len(images), image_size, image_size)`; add the
+        channel axis for channels-first learners with `x[:, None]`.
+
+    Raises:
+        ValueError: for an unknown `ink`, a bad `image_size`, or a file that
+            cannot be read as an image.
+
+    Example:
+
+    ```python
+    x = omniglot.preprocess(["my_drawing.png"])[:, None]  # (1, 1, 28, 28)
+    classifier = protonet.adapt(support_x, support_y)
+    classifier.predict(x).argmax(-1)
+    ```
+    """
+    from PIL import Image
+
+    if ink not in _INK:
+        raise ValueError(f"`ink` must be one of {list(_INK)}. Received: ink={ink!r}")
+    _check_image_size(image_size)
+    x = np.empty((len(images), image_size, image_size), dtype="float32")
+    for i, item in enumerate(images):
+        if isinstance(item, (str, os.PathLike)):
+            with open(item, "rb") as f:
+                x[i] = _grayscale(f.read(), repr(os.fspath(item)), image_size)
+            continue
+        if not isinstance(item, Image.Image):
+            array = np.asarray(item)
+            if array.dtype != np.uint8:
+                array = (np.clip(array, 0.0, 1.0) * 255).round().astype("uint8")
+            if array.ndim == 3 and array.shape[-1] == 1:
+                array = array[..., 0]
+            item = Image.fromarray(array)
+        x[i] = _resized(item, image_size)
+    np.divide(x, 255.0, out=x)
+    if ink == "dark":
+        np.subtract(1.0, x, out=x)
+    return x
+
+
+_INK = ("dark", "light")
+
+
+def _check_image_size(image_size):
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, (int, np.integer))
+        or image_size < 1
+    ):
+        raise ValueError(
+            "`image_size` must be a positive integer. Received: "
+            f"image_size={image_size!r}"
+        )
+
+
+def _resized(image, image_size):
+    from PIL import Image
+
+    image = image.convert("L")
+    if image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.LANCZOS)
+    return np.asarray(image, dtype="float32")
+
+
+def _grayscale(data, location, image_size, expected_size=None):
+    """Decodes image bytes to a `(image_size, image_size)` array in [0, 255]."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if expected_size is not None and image.size != expected_size:
+                raise ValueError(
+                    f"{location} is {image.size[0]}x{image.size[1]}; Omniglot images "
+                    f"are {expected_size[0]}x{expected_size[1]}."
+                )
+            return _resized(image, image_size)
+    except (UnidentifiedImageError, OSError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"Could not read {location} as an image ({error}); the file or archive "
+            "is corrupt."
+        ) from error
+
+
+def _decode(layout, read, location, image_size):
     x = np.empty((len(layout) * DRAWINGS, image_size, image_size), dtype="float32")
     i = 0
     for files in layout.values():
         for member in files:
+            where = f"{member!r} in {location!r}"
             try:
-                with Image.open(io.BytesIO(read(member))) as image:
-                    if image.size != (SOURCE_SIZE, SOURCE_SIZE):
-                        raise ValueError(
-                            f"{member!r} in {location!r} is {image.size[0]}x"
-                            f"{image.size[1]}; Omniglot images are "
-                            f"{SOURCE_SIZE}x{SOURCE_SIZE}."
-                        )
-                    image = image.convert("L")
-                    if image_size != SOURCE_SIZE:
-                        image = image.resize((image_size, image_size), Image.LANCZOS)
-                    x[i] = np.asarray(image, dtype="float32")
-            except (UnidentifiedImageError, OSError, zipfile.BadZipFile) as error:
+                data = read(member)
+            except (OSError, zipfile.BadZipFile) as error:
                 raise ValueError(
-                    f"Could not read {member!r} from {location!r} ({error}); the "
-                    "file or archive is corrupt."
+                    f"Could not read {where} ({error}); the file or archive is corrupt."
                 ) from error
+            x[i] = _grayscale(
+                data, where, image_size, expected_size=(SOURCE_SIZE, SOURCE_SIZE)
+            )
             i += 1
     # Ink is dark on white in the PNGs; models expect ink=1, background=0.
     np.subtract(1.0, x / 255.0, out=x)
