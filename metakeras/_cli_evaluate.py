@@ -140,7 +140,7 @@ def run_evaluate(model_path, settings, log=print):
             steps=settings["steps"],
             batch_size=batch,
             # Only inner loops are random (mini-batches, Dropout); a seed with
-            # a model without one trips `evaluation._derived_seed` (steps=-1).
+            # a model without one trips `evaluation._scorer._derived_seed` (steps=-1).
             seed=settings["seed"] if has_head else None,
             verbose=settings.get("verbose", "auto"),
         )

@@ -7,7 +7,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import metakeras  # noqa: E402, F401
+import metakeras  # noqa: E402
+from metakeras.tasks import SinusoidTasks  # noqa: E402
 
 # Where Keras puts models and tensors: a GPU when there is one.
 DEVICE = keras.ops.convert_to_tensor(0.0).device
@@ -63,3 +64,128 @@ def classification_episodes(tasks=4, ways=3, shots=2, queries=3, features=4, see
     sx, sy = draw(shots)
     qx, qy = draw(queries)
     return {"support_x": sx, "support_y": sy, "query_x": qx, "query_y": qy}
+
+
+# ------------------------------------------------------ evaluation builders
+
+
+def indexed_episodes(tasks, ways=3, shots=2, queries=4, seed=0, regression=False):
+    """Episodes whose first support feature is the episode's index.
+
+    Fake models look their prepared predictions up by that index, so they
+    answer the same for an episode however the episodes are batched.
+    """
+    rng = np.random.default_rng(seed)
+    support_x = rng.normal(size=(tasks, ways * shots, 2)).astype("float32")
+    support_x[:, 0, 0] = np.arange(tasks)
+    query_x = rng.normal(size=(tasks, ways * queries, 2)).astype("float32")
+    if regression:
+        support_y = rng.normal(size=(tasks, ways * shots, 1)).astype("float32")
+        query_y = rng.normal(size=(tasks, ways * queries, 1)).astype("float32")
+    else:
+        support_y = np.tile(np.arange(ways), (tasks, shots)).astype("int64")
+        query_y = np.stack(
+            [rng.permutation(np.tile(np.arange(ways), queries)) for _ in range(tasks)]
+        ).astype("int64")
+    return {
+        "support_x": support_x,
+        "support_y": support_y,
+        "query_x": query_x,
+        "query_y": query_y,
+    }
+
+
+class PreparedModel:
+    """A fake meta-model answering with prepared per-episode predictions.
+
+    `predictions` maps an inner-step setting to an array `(episodes, queries,
+    outputs)`; `inner_steps=None` models an algorithm without an inner loop
+    (ProtoNet-like), whose predictions are under the key `None`.
+    """
+
+    def __init__(self, predictions, inner_steps=None, name="prepared"):
+        self.predictions = predictions
+        self.name = name
+        self.calls = []
+        if inner_steps is not None:
+            self.inner = metakeras.InnerLoop(steps=inner_steps)
+
+    def adapt_and_predict(self, support_x, support_y, query_x, steps=None, **kwargs):
+        ids = np.asarray(support_x)[:, 0, 0].astype(int)
+        self.calls.append((steps, np.array(support_x), np.array(query_x)))
+        key = steps if steps is not None else getattr(self, "inner", None)
+        key = key.steps if isinstance(key, metakeras.InnerLoop) else key
+        return self.predictions[key][ids]
+
+
+class EpisodeSource(keras.utils.PyDataset):
+    """A PyDataset of indexed episodes with original class ids.
+
+    Each pass draws new episodes when `resample` is true, like a TaskSampler.
+    """
+
+    def __init__(self, batches=2, tasks=3, ways=3, resample=True, seed=0):
+        super().__init__()
+        self.batches = batches
+        self.tasks = tasks
+        self.ways = ways
+        self.resample = resample
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self):
+        return self.batches
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        batch = indexed_episodes(
+            self.tasks, ways=self.ways, seed=int(rng.integers(1e6))
+        )
+        first = (self.epoch * self.batches + index) * self.tasks
+        batch["support_x"][:, 0, 0] = first + np.arange(self.tasks)
+        batch["classes"] = np.stack(
+            [rng.choice(50, self.ways, replace=False) for _ in range(self.tasks)]
+        ).astype("int64")
+        return batch
+
+    def on_epoch_end(self):
+        if self.resample:
+            self.epoch += 1
+
+
+def functional_classifier():
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3)(hidden))
+
+
+def trained_classifier(inner_steps=2, **kwargs):
+    model = metakeras.MAML(
+        functional_classifier(),
+        inner_learning_rate=0.5,
+        inner_steps=inner_steps,
+        vectorize_tasks=True,
+        **kwargs,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(
+        classification_episodes(tasks=32, seed=1), batch_size=8, epochs=3, verbose=0
+    )
+    return model
+
+
+def trained_regressor(inner_steps=2):
+    model = metakeras.MAML(
+        mlp(hidden=16, activation="relu"), inner_steps=inner_steps, vectorize_tasks=True
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", metrics=["mae"])
+    model.fit(
+        SinusoidTasks(shots=5, queries=5, meta_batch_size=4, steps=5, seed=0),
+        epochs=1,
+        verbose=0,
+    )
+    return model

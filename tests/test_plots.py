@@ -5,9 +5,9 @@ import os
 import keras
 import numpy as np
 import pytest
+from conftest import PreparedModel, indexed_episodes
 from matplotlib.figure import Figure
 from PIL import Image
-from test_evaluation import PreparedModel, indexed_episodes
 
 from metakeras import plots
 from metakeras.evaluation import compare_models, evaluate_episodes

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 
 from metakeras._io import atomic_path
-from metakeras.callbacks import _layers
-from metakeras.evaluation import compare_models
+from metakeras.evaluation.scoring import compare_models
+
+__all__ = ["compression_report"]
 
 
 def compression_report(
@@ -76,6 +77,31 @@ def compression_report(
             "`models` must be a dict mapping names to models. Received: "
             f"{type(models).__name__}"
         )
+    comparison = _compare(models, tasks, episodes, baseline, steps, batch_size, seed)
+    metric, summary = _metric_summary(comparison, metric)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = scratch if directory is None else os.fspath(directory)
+        os.makedirs(folder, exist_ok=True)
+        for name, model in models.items():
+            row = summary[summary["model"] == name].iloc[0]
+            difference, half = _paired(comparison, name, metric)
+            rows.append(
+                {
+                    "model": name,
+                    **_size(model, name, folder),
+                    "metric": metric,
+                    "mean": float(row["mean"]),
+                    "ci95": float(row["ci95"]),
+                    "difference": difference,
+                    "difference_ci95": half,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _compare(models, tasks, episodes, baseline, steps, batch_size, seed):
+    """`compare_models` on the models, seeded as `compression_report` says."""
     if steps is None:
         steps = {name: None for name in models}
     paired_seed = seed
@@ -87,7 +113,7 @@ def compression_report(
         # seed makes the run repeatable.
         keras.utils.set_random_seed(seed)
         paired_seed = None
-    comparison = compare_models(
+    return compare_models(
         models,
         tasks,
         episodes=episodes,
@@ -96,9 +122,12 @@ def compression_report(
         batch_size=batch_size,
         seed=paired_seed,
     )
-    base = comparison.baseline
+
+
+def _metric_summary(comparison, metric):
+    """The reported metric (chosen by task when `None`) and its summary rows."""
     if metric is None:
-        task = comparison.results[base].task
+        task = comparison.results[comparison.baseline].task
         metric = "accuracy" if task == "classification" else "mse"
     summary = comparison.summary[comparison.summary["metric"] == metric]
     if summary.empty:
@@ -106,39 +135,38 @@ def compression_report(
             f"`metric`={metric!r} was not computed. Valid choices: "
             f"{sorted(set(comparison.summary['metric']))}."
         )
+    return metric, summary
+
+
+def _paired(comparison, name, metric):
+    """Mean paired difference to the baseline and its 95% half-width."""
+    if name == comparison.baseline:
+        return 0.0, 0.0
     differences = comparison.differences
-    rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = scratch if directory is None else os.fspath(directory)
-        os.makedirs(folder, exist_ok=True)
-        for name, model in models.items():
-            parameters, nonzero = _count(model)
-            row = summary[summary["model"] == name].iloc[0]
-            if name == base:
-                difference, half = 0.0, 0.0
-            else:
-                match = differences[
-                    (differences["model"] == name) & (differences["metric"] == metric)
-                ].iloc[0]
-                difference, half = float(match["difference"]), float(match["ci95"])
-            rows.append(
-                {
-                    "model": name,
-                    "parameters": parameters,
-                    "nonzero": nonzero,
-                    "sparsity": 1.0 - nonzero / parameters,
-                    "file_bytes": _saved_size(model, folder, name),
-                    "learner_bytes": _saved_size(
-                        _layers.learner_of(model), folder, f"{name}.learner"
-                    ),
-                    "metric": metric,
-                    "mean": float(row["mean"]),
-                    "ci95": float(row["ci95"]),
-                    "difference": difference,
-                    "difference_ci95": half,
-                }
-            )
-    return pd.DataFrame(rows)
+    match = differences[
+        (differences["model"] == name) & (differences["metric"] == metric)
+    ].iloc[0]
+    return float(match["difference"]), float(match["ci95"])
+
+
+def _size(model, name, folder):
+    """Weight counts of the learner and bytes of the saved model and learner."""
+    parameters, nonzero = _count(model)
+    return {
+        "parameters": parameters,
+        "nonzero": nonzero,
+        "sparsity": 1.0 - nonzero / parameters,
+        "file_bytes": _saved_size(model, folder, name),
+        "learner_bytes": _saved_size(_learner_of(model), folder, f"{name}.learner"),
+    }
+
+
+def _learner_of(model):
+    # Imported here: `metakeras.callbacks` re-exports `compression_report`,
+    # so importing it while this module loads would be circular.
+    from metakeras.callbacks import _layers
+
+    return _layers.learner_of(model)
 
 
 def _saved_size(model, directory, name):
@@ -156,7 +184,7 @@ def _count(model):
     Pruning masks are not among a layer's weights, so they are not counted.
     """
     parameters = nonzero = 0
-    for variable in _layers.learner_of(model).weights:
+    for variable in _learner_of(model).weights:
         values = keras.ops.convert_to_numpy(variable)
         parameters += values.size
         nonzero += int(np.count_nonzero(values))
