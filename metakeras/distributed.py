@@ -51,6 +51,8 @@ import keras
 import torch
 import torch.distributed as dist
 
+from metakeras import _keras_compat
+
 BACKENDS = ("gloo", "nccl")
 DEFAULT_TIMEOUT_S = 1800.0
 _TIMEOUT_ENV = "METAKERAS_DIST_TIMEOUT"
@@ -359,7 +361,7 @@ def broadcast(variables, source=0):
             variable.assign(value)
 
 
-class BackupAndRestore(keras.callbacks.BackupAndRestore):
+class BackupAndRestore(_keras_compat.BackupAndRestoreHooks):
     """`keras.callbacks.BackupAndRestore` for multi-process training.
 
     Every process must resume at the same epoch from the same weights, so
@@ -400,9 +402,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             delete_checkpoint=delete_checkpoint,
         )
 
-    def _save_model(self):
+    def _write_backup(self):
         if rank() == 0:
-            super()._save_model()
+            super()._write_backup()
 
     def on_train_end(self, logs=None):
         # Only rank 0 deletes the backup; the rest of the hook runs on all.
@@ -556,7 +558,8 @@ def _resolve_backend(backend):
     if backend is None:
         backend = os.environ.get(_BACKEND_ENV) or None
     if backend is None:
-        # Keras's own choice of device (keras/src/backend/torch/core.py).
+        # The device Keras's torch backend picks: `KERAS_TORCH_DEVICE`, else
+        # CUDA when available.
         default = "cuda" if torch.cuda.is_available() else "cpu"
         device = os.environ.get("KERAS_TORCH_DEVICE", default)
         cuda = device.startswith("cuda") and torch.cuda.is_available()

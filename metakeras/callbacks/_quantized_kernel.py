@@ -10,15 +10,20 @@ integers (or float8 bits) with one float32 scale per output channel (the
 kernel's last axis). A conv4 learner's file is about 4x smaller in int8.
 
 `quantize_weights` turns a built Keras layer into the matching class here in
-place (`layer.__class__`), keeping its variables, constraints and identity:
-a layer cannot be replaced inside a functional or Sequential model, and the
-meta-model, its optimizer and user code hold references to its variables.
+place (`_keras_compat.reclass`), keeping its variables, constraints and
+identity: a layer cannot be replaced inside a functional or Sequential model,
+and the meta-model, its optimizer and user code hold references to its
+variables.
+
+`quantize_to_grid` is the one definition of the grids, used both for the
+values in memory (`fake_quantize`) and for the values in files (`encode`).
 """
 
 import keras
 import numpy as np
 import torch
 
+from metakeras import _keras_compat
 from metakeras import layers as metakeras_layers
 
 MODES = ("int8", "int4", "float8")
@@ -116,9 +121,33 @@ def store_quantized(layer, mode):
         return False
     if getattr(layer, "quantization_mode", None) is not None:
         return False
-    layer.__class__ = quantized
+    _keras_compat.reclass(layer, quantized)
     layer.kernel_quantization = mode
     return True
+
+
+def quantize_to_grid(weights, mode, axis):
+    """Rounds weights onto the `mode` grid, with one scale per reduced slice.
+
+    Args:
+        weights: a float tensor.
+        mode: `"int8"`, `"int4"` or `"float8"`.
+        axis: the axes each scale covers (those of `keras.ops.max`), or
+            `None` for a single scale.
+
+    Returns:
+        `(quantized, scale)`: the int8 tensor (int4 values in int8, within
+        `[-8, 7]`) or float8_e4m3fn tensor of the grid values, and the float
+        scales with the reduced axes kept; `weights ~ quantized / scale`.
+    """
+    if mode == "float8":
+        amax = keras.ops.max(keras.ops.abs(weights), axis=axis, keepdims=True)
+        scale = FLOAT8_MAX / keras.ops.maximum(amax, keras.backend.epsilon())
+        return keras.ops.cast(weights * scale, "float8_e4m3fn"), scale
+    value_range = (-127, 127) if mode == "int8" else (-8, 7)
+    return keras.quantizers.abs_max_quantize(
+        weights, axis=axis, value_range=value_range, dtype="int8"
+    )
 
 
 def encode(kernel, mode):
@@ -134,17 +163,11 @@ def encode(kernel, mode):
         `kernel ~ quantized / scale`.
     """
     kernel = keras.ops.convert_to_tensor(kernel)
-    channels = kernel.shape[-1]
-    flat = keras.ops.reshape(kernel, (-1, channels))
+    flat = keras.ops.reshape(kernel, (-1, kernel.shape[-1]))
+    quantized, scale = quantize_to_grid(flat, mode, axis=0)
     if mode == "float8":
-        amax = keras.ops.max(keras.ops.abs(flat), axis=0)
-        scale = FLOAT8_MAX / keras.ops.maximum(amax, keras.backend.epsilon())
-        bits = keras.ops.cast(flat * scale, "float8_e4m3fn").view(torch.uint8)
+        bits = quantized.view(torch.uint8)
         return keras.ops.convert_to_numpy(bits), _numpy_scale(scale)
-    value_range = (-127, 127) if mode == "int8" else (-8, 7)
-    quantized, scale = keras.quantizers.abs_max_quantize(
-        flat, axis=0, value_range=value_range, dtype="int8"
-    )
     if mode == "int4":
         quantized, _, _ = keras.quantizers.pack_int4(quantized, axis=0)
     return keras.ops.convert_to_numpy(quantized), _numpy_scale(scale)

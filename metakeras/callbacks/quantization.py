@@ -132,17 +132,7 @@ def fake_quantize(weights, mode="int8"):
     _check_mode(mode)
     weights = keras.ops.convert_to_tensor(weights)
     axis = tuple(range(len(weights.shape) - 1)) or None
-    if mode == "float8":
-        amax = keras.ops.max(keras.ops.abs(weights), axis=axis, keepdims=True)
-        scale = FLOAT8_MAX / keras.ops.maximum(amax, keras.backend.epsilon())
-        grid = keras.ops.cast(
-            keras.ops.cast(weights * scale, "float8_e4m3fn"), weights.dtype
-        )
-        return grid / scale
-    value_range = (-127, 127) if mode == "int8" else (-8, 7)
-    quantized, scale = keras.quantizers.abs_max_quantize(
-        weights, axis=axis, value_range=value_range, dtype="int8"
-    )
+    quantized, scale = _quantized_kernel.quantize_to_grid(weights, mode, axis)
     return keras.ops.cast(quantized, weights.dtype) / scale
 
 

@@ -39,9 +39,9 @@ import keras
 import numpy as np
 import torch
 
+from metakeras import _keras_compat
 from metakeras._io import atomic_path
 
-_METADATA = "training_metadata.json"
 _PREFIX = "ckpt-"
 _FORMAT = 1
 
@@ -50,7 +50,7 @@ def exact_backups(callbacks, task_source):
     """Returns `callbacks` with every `BackupAndRestore` made exact.
 
     The callbacks given are not modified: a backup callback is replaced by a
-    copy whose class mixes in `_ExactBackup`.
+    copy whose class mixes in `_ExactBackup` (`_keras_compat.reclass`).
 
     Args:
         callbacks: the `callbacks` argument of `fit`.
@@ -68,7 +68,7 @@ def exact_backups(callbacks, task_source):
         if isinstance(callback, keras.callbacks.BackupAndRestore):
             callback = copy.copy(callback)
             if not isinstance(callback, _ExactBackup):
-                callback.__class__ = _exact_class(type(callback))
+                _keras_compat.reclass(callback, _exact_class(type(callback)))
             callback._task_source = task_source
         result.append(callback)
     return result
@@ -78,7 +78,7 @@ _CLASSES = {}
 
 
 def _exact_class(cls):
-    if cls is keras.callbacks.BackupAndRestore:
+    if issubclass(_ExactBackup, cls):
         return _ExactBackup
     if cls not in _CLASSES:
         # The subclass's own overrides (e.g. rank-0-only writing) run first
@@ -87,8 +87,13 @@ def _exact_class(cls):
     return _CLASSES[cls]
 
 
-class _ExactBackup(keras.callbacks.BackupAndRestore):
-    """`keras.callbacks.BackupAndRestore` with exact, crash-consistent resume."""
+class _ExactBackup(_keras_compat.BackupAndRestoreHooks):
+    """`keras.callbacks.BackupAndRestore` with exact, crash-consistent resume.
+
+    It counts the epochs and batches itself (Keras's callback keeps the
+    same counts in private attributes) and replaces what a backup holds
+    through `_write_backup` and `_read_backup`.
+    """
 
     _task_source = None
 
@@ -98,12 +103,15 @@ class _ExactBackup(keras.callbacks.BackupAndRestore):
         self._train_function = None
         self._epoch_rng = None
         self._batches_done = 0
+        self._epoch_in_progress = 0
+        self._last_batch = 0
+        self._batches_since_save = 0
         super().on_train_begin(logs)
 
     def on_epoch_begin(self, epoch, logs=None):
-        # Keras only learns the epoch in `on_epoch_end`, so a batch backup
-        # in the first epoch after a restore would record epoch 0.
-        self._current_epoch = epoch
+        # Set here, not only in `on_epoch_end` as Keras does, so that a batch
+        # backup in the first epoch after a restore records this epoch.
+        self._epoch_in_progress = epoch
         pending = self._pending
         if pending is not None and epoch == pending["epoch"]:
             if pending["batches"]:
@@ -117,29 +125,47 @@ class _ExactBackup(keras.callbacks.BackupAndRestore):
 
     def on_train_batch_end(self, batch, logs=None):
         if self._replay:
-            self._last_batch_seen = batch
+            self._last_batch = batch
             self._replay -= 1
             if not self._replay:
                 self._end_replay()
             return
-        if self._should_save_on_batch(batch):
+        if self._save_due(batch):
             self._batches_done = batch + 1
-            self._save_model()
+            self._save_backup()
 
     def on_epoch_end(self, epoch, logs=None):
-        self._current_epoch = epoch + 1
-        self._last_batch_seen = 0
+        self._epoch_in_progress = epoch + 1
+        self._last_batch = 0
         if self.save_freq == "epoch":
             self._batches_done = 0
-            self._save_model()
+            self._save_backup()
 
     def on_train_end(self, logs=None):
         if self._train_function is not None:
             self.model.train_function = self._train_function
             self._train_function = None
         # Keras never clears it, so a later `fit` would skip epochs.
-        self.model._initial_epoch = None
+        _keras_compat.set_initial_epoch(self.model, None)
         super().on_train_end(logs)
+
+    def _save_due(self, batch):
+        """Whether a backup is due after `batch`, counted as Keras counts.
+
+        Batch indices may jump by more than one (`steps_per_execution`); an
+        index not above the last one starts a new epoch.
+        """
+        if self.save_freq == "epoch":
+            return False
+        if batch <= self._last_batch:
+            self._batches_since_save += batch + 1
+        else:
+            self._batches_since_save += batch - self._last_batch
+        self._last_batch = batch
+        if self._batches_since_save >= self.save_freq:
+            self._batches_since_save = 0
+            return True
+        return False
 
     # ---------------------------------------------------------------- replay
 
@@ -163,12 +189,12 @@ class _ExactBackup(keras.callbacks.BackupAndRestore):
         self.model.train_function = self._train_function
         self._train_function = None
         _set_rng(pending["rng"])
-        self._batches_seen_since_last_saving = pending["since_save"]
+        self._batches_since_save = pending["since_save"]
         self._pending = None
 
     # ------------------------------------------------------------ save, load
 
-    def _save_model(self):
+    def _write_backup(self):
         model = self.model
         os.makedirs(self.backup_dir, exist_ok=True)
         name = f"{_PREFIX}{uuid.uuid4().hex[:16]}"
@@ -188,16 +214,16 @@ class _ExactBackup(keras.callbacks.BackupAndRestore):
         metadata = {
             # Keras's keys and meaning: the epoch in progress (or the next
             # one after an end-of-epoch backup) and the last batch index.
-            "epoch": int(self._current_epoch),
-            "batch": int(self._last_batch_seen),
+            "epoch": int(self._epoch_in_progress),
+            "batch": int(self._last_batch),
             "batches_done": int(self._batches_done),
             "steps": (self.params or {}).get("steps"),
-            "since_save": int(self._batches_seen_since_last_saving),
+            "since_save": int(self._batches_since_save),
             "task_source_epoch": None if source is None else int(source.epoch),
             "checkpoint": name,
             "format": _FORMAT,
         }
-        with atomic_path(self._training_metadata_path) as tmp, open(tmp, "w") as f:
+        with atomic_path(self._metadata_path) as tmp, open(tmp, "w") as f:
             json.dump(metadata, f)
         # Older pairs are unreferenced once the metadata names the new one.
         for entry in os.listdir(self.backup_dir):
@@ -205,11 +231,11 @@ class _ExactBackup(keras.callbacks.BackupAndRestore):
                 with contextlib.suppress(OSError):
                     os.remove(os.path.join(self.backup_dir, entry))
 
-    def _load_model(self):
-        metadata = _read_metadata(self._training_metadata_path)
+    def _read_backup(self):
+        metadata = _read_metadata(self._metadata_path)
         if metadata is None or "checkpoint" not in metadata:
             # Nothing saved yet, or a backup written by Keras's own callback.
-            super()._load_model()
+            super()._read_backup()
             source = _position_holder(self._task_source)
             epoch = metadata.get("epoch", 0) if metadata else 0
             if source is not None and epoch and getattr(source, "resample", True):
@@ -260,8 +286,8 @@ class _ExactBackup(keras.callbacks.BackupAndRestore):
         source = _position_holder(self._task_source)
         if source is not None and metadata["task_source_epoch"] is not None:
             source.epoch = int(metadata["task_source_epoch"])
-        model._initial_epoch = int(metadata["epoch"])
-        self._current_epoch = int(metadata["epoch"])
+        _keras_compat.set_initial_epoch(model, int(metadata["epoch"]))
+        self._epoch_in_progress = int(metadata["epoch"])
         metrics = state["metrics"]
         if _world_size() > 1:
             metrics = None  # Per-process metric states; let each rank recount.
@@ -338,7 +364,7 @@ def _get_rng():
     if torch.cuda.is_available():
         for i, value in enumerate(torch.cuda.get_rng_state_all()):
             state[f"cuda_{i}"] = value.numpy()
-    generator = _global_seed_generator()
+    generator = _keras_compat.global_seed_generator()
     if generator is not None:
         state["keras_seed"] = _numpy(generator.state)
     return state
@@ -369,16 +395,9 @@ def _set_rng(state):
         torch.cuda.set_rng_state_all(
             [torch.from_numpy(np.array(state[k], dtype="uint8")) for k in cuda]
         )
-    generator = _global_seed_generator()
+    generator = _keras_compat.global_seed_generator()
     if generator is not None and "keras_seed" in state:
         generator.state.assign(state["keras_seed"])
-
-
-def _global_seed_generator():
-    # Created lazily by `keras.random` calls without a seed.
-    from keras.src.backend.common import global_state
-
-    return global_state.get_global_attribute("global_seed_generator")
 
 
 def _flatten_state(state):

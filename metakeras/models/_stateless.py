@@ -15,7 +15,8 @@ import inspect
 import weakref
 
 import keras
-from keras.src.backend.common.stateless_scope import StatelessScope
+
+from metakeras import _keras_compat
 
 _PLANS = weakref.WeakKeyDictionary()
 
@@ -40,7 +41,7 @@ def stateless_forward(model, weights, state, x, training):
         return model.stateless_call(weights, state, x)
     mapping = list(zip(model.trainable_variables, weights))
     mapping += list(zip(model.non_trainable_variables, state))
-    with StatelessScope(state_mapping=mapping) as scope:
+    with keras.StatelessScope(state_mapping=mapping) as scope:
         for call, takes_training in plan:
             x = call(x, training=training) if takes_training else call(x)
     new_state = [scope.get_current_value(v) for v in model.non_trainable_variables]
@@ -102,12 +103,12 @@ def _is_simple(layer):
         return False
     if layer.dtype_policy.name != "float32" or layer.dtype_policy.quantization_mode:
         return False
-    if getattr(layer, "_remat_mode", None) is not None:
+    if _keras_compat.remat_mode(layer) is not None:
         return False
     if layer.activity_regularizer is not None:
         return False
     # Sublayers would resolve `training` from `__call__`'s call context.
-    if getattr(layer, "_layers", None):
+    if _keras_compat.flatten_layers(layer, include_self=False, recursive=False):
         return False
     # Layers that make or consume masks (Masking, Embedding with mask_zero,
     # attention) need `__call__`'s mask propagation.

@@ -15,6 +15,8 @@ import keras
 import torch
 import torch.nn.functional as F
 
+from metakeras import _keras_compat
+
 
 class TaskLoss:
     """`loss(y_true, y_pred)` reduced to a scalar, as the Keras loss computes it.
@@ -71,7 +73,7 @@ def _fused_function(loss, loss_object):
         kind, options = _FUNCTIONS.get(loss_object.fn), {}
     else:
         kind = _CLASSES.get(type(loss_object))
-        options = getattr(loss_object, "_fn_kwargs", {})
+        options = _keras_compat.loss_function_kwargs(loss_object)
     if kind == "sparse_categorical_crossentropy":
         if not options.get("from_logits") or options.get("ignore_class") is not None:
             return None

@@ -3,6 +3,7 @@
 import keras
 import torch
 
+from metakeras import _keras_compat
 from metakeras.inner import resolve_inner
 from metakeras.models._cloning import learner_with_weights
 from metakeras.models.meta_model import MetaModel, _check_flag, _select
@@ -188,7 +189,7 @@ class MAML(MetaModel):
             return
         batch_norm = {
             id(v)
-            for layer in self.learner._flatten_layers()
+            for layer in _keras_compat.flatten_layers(self.learner)
             if isinstance(layer, keras.layers.BatchNormalization)
             for v in layer.non_trainable_variables
         }

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import torch
 
-from metakeras import distributed
+from metakeras import _keras_compat, distributed
 from metakeras.config import _tune_malloc_for_training
 from metakeras.layers.batch_normalization import _discarding_moving_statistics
 from metakeras.models import _resume
@@ -18,7 +18,7 @@ NONFINITE_MODES = ("raise", "skip", "ignore")
 
 
 @keras.saving.register_keras_serializable(package="metakeras")
-class MetaModel(keras.Model):
+class MetaModel(_keras_compat.BuildHook, keras.Model):
     """Base class of the meta-learning algorithms.
 
     A `MetaModel` wraps an ordinary Keras model, the `learner`, and trains it
@@ -347,7 +347,9 @@ class MetaModel(keras.Model):
             y = _merge_tasks(query_y)
             y_pred = _merge_tasks(predictions)
             loss = self._query_loss(y, y_pred, self._loss_is_plain())
-            self._loss_tracker.update_state(loss, sample_weight=y.shape[0])
+            _keras_compat.loss_tracker(self).update_state(
+                loss, sample_weight=y.shape[0]
+            )
             gradients = self._gradients(self.optimizer.scale_loss(loss), variables)
         else:
             y, y_pred, new_state, gradients = self._accumulated_gradients(
@@ -439,7 +441,7 @@ class MetaModel(keras.Model):
             states.append([_detached(value) for value in task_state])
         # Every task has as many queries, so the mean of the task losses
         # weighted by all queries is the tracker's per-task update summed.
-        self._loss_tracker.update_state(
+        _keras_compat.loss_tracker(self).update_state(
             torch.stack(losses).mean(), sample_weight=num_tasks * query_y.shape[1]
         )
         new_state = [_reduce_over_tasks(torch.stack(values)) for values in zip(*states)]
@@ -460,7 +462,7 @@ class MetaModel(keras.Model):
         """The compiled loss on query predictions, as Keras's `compute_loss`."""
         if plain:
             return self._task_loss(y, y_pred)
-        return self._compute_loss(y=y, y_pred=y_pred, training=True)
+        return _keras_compat.compute_loss(self, y, y_pred, training=True)
 
     def _loss_is_mean(self):
         """Whether the compiled loss averages over examples (Keras's default)."""
@@ -508,7 +510,7 @@ class MetaModel(keras.Model):
         """
         if self.on_nonfinite == "ignore" or not gradients:
             return gradients
-        total = self._loss_tracker.total.value.detach()
+        total = _keras_compat.loss_tracker(self).total.value.detach()
         return [gradients[0] + 0.0 * total, *gradients[1:]]
 
     def _update_is_finite(self, gradients, variables, new_state):
@@ -535,7 +537,7 @@ class MetaModel(keras.Model):
         # (`compute_metrics`), so the next step starts from a finite total.
         if self._step_loss_state is not None:
             for variable, value in zip(
-                self._loss_tracker.variables, self._step_loss_state
+                _keras_compat.loss_tracker(self).variables, self._step_loss_state
             ):
                 variable.assign(value)
         if self.on_nonfinite == "skip":
@@ -660,8 +662,8 @@ class MetaModel(keras.Model):
         )
         y = _merge_tasks(query_y)
         y_pred = _merge_tasks(predictions)
-        loss = self._compute_loss(y=y, y_pred=y_pred, training=False)
-        self._loss_tracker.update_state(loss, sample_weight=y.shape[0])
+        loss = _keras_compat.compute_loss(self, y, y_pred, training=False)
+        _keras_compat.loss_tracker(self).update_state(loss, sample_weight=y.shape[0])
         return self.compute_metrics(None, y, y_pred)
 
     # ------------------------------------------------------------ adaptation
@@ -846,7 +848,8 @@ class MetaModel(keras.Model):
             self._step_rng = _get_rng_state(support_x.device)
         if self.on_nonfinite != "ignore" and self.compiled:
             self._step_loss_state = [
-                v.value.detach().clone() for v in self._loss_tracker.variables
+                v.value.detach().clone()
+                for v in _keras_compat.loss_tracker(self).variables
             ]
         self._check_example_shape(tuple(support_x.shape[2:]), "support_x")
         self._check_classification_head()
@@ -905,15 +908,20 @@ class MetaModel(keras.Model):
         self._learner_output_shape = (None, *output.shape[1:])
         self.built = True
 
-    def _symbolic_build(self, iterator=None, data_batch=None):
-        # Keras pulls a batch from the epoch iterator to build the metrics
-        # symbolically, which shifts a PyDataset's batches for the epoch. The
-        # compiled loss, metrics and optimizer build on first use, so a batch
-        # is only needed to build a learner whose input shape is unknown.
+    def _build_for_steps(self, first_batch):
+        """Builds the model before the first step of `fit` or `evaluate`.
+
+        Replaces Keras's symbolic build (see `_keras_compat.BuildHook`),
+        which pulls a batch from the data to build the metrics symbolically
+        and so shifts a PyDataset's batches for the epoch. The compiled loss,
+        metrics and optimizer build on first use, so a batch is only needed
+        to build a learner whose input shape is unknown.
+
+        Args:
+            first_batch: a function returning the first batch of the data.
+        """
         if self._learner_output_shape is None:
-            if data_batch is None:
-                data_batch = _first_batch(iterator)
-            support_x = _to_tensor(unpack_episode(data_batch)[0], "support_x")
+            support_x = _to_tensor(unpack_episode(first_batch())[0], "support_x")
             self._build_learner(support_x)
         if self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
@@ -921,7 +929,6 @@ class MetaModel(keras.Model):
         # from rank 0's weights and optimizer state (no-op in one process).
         optimizer = list(self.optimizer.variables) if self.optimizer else []
         distributed.broadcast(self.weights + optimizer)
-        self._post_build()
 
     def get_metrics_result(self):
         """Returns the model's metric values as a dict, as in `keras.Model`.
@@ -1056,15 +1063,6 @@ def _reduce_over_tasks(values):
     if values.is_floating_point():
         return values.mean(dim=0)
     return values[-1]
-
-
-def _first_batch(iterator):
-    for item in iterator:
-        data = item[-1] if isinstance(item, tuple) else item
-        if isinstance(data, (list, tuple)):
-            return data[0]
-        return next(data)
-    raise ValueError("The task source yielded no episodes.")
 
 
 def _inner_monitor(task, found, last):

@@ -3,6 +3,7 @@
 import keras
 import torch
 
+from metakeras import _keras_compat
 from metakeras.inner import InnerLoop
 from metakeras.models.maml import MAML
 from metakeras.models.meta_model import _map_tasks, _merge_tasks
@@ -101,7 +102,9 @@ class Reptile(MAML):
             )
             y, y_pred = _merge_tasks(query_y), _merge_tasks(predictions)
             loss = self._query_loss(y, y_pred, self._loss_is_plain())
-            self._loss_tracker.update_state(loss, sample_weight=y.shape[0])
+            _keras_compat.loss_tracker(self).update_state(
+                loss, sample_weight=y.shape[0]
+            )
             pseudo_gradients = [w - f.mean(dim=0) for w, f in zip(weights, fast)]
             pseudo_gradients = self._with_loss_check(pseudo_gradients)
             self._apply_meta_update(pseudo_gradients, variables, new_state)
