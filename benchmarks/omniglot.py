@@ -33,6 +33,7 @@ Appends to benchmarks/results/omniglot.csv and prints the table.
 """
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -42,10 +43,10 @@ import _machine  # noqa: E402  (benchmarks/, the script's folder)
 import keras  # noqa: E402
 import pandas as pd  # noqa: E402
 
-import metakeras  # noqa: E402
 from metakeras._io import atomic_path  # noqa: E402
 from metakeras.datasets import omniglot  # noqa: E402
 from metakeras.evaluation import evaluate_episodes  # noqa: E402
+from metakeras.models import presets  # noqa: E402
 from metakeras.tasks import TaskSampler  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -69,53 +70,23 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def build(algorithm, meta_batch, inner_lr, train_ways=60, train_queries=2):
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if algorithm == "protonet":
-        model = metakeras.ProtoNet(metakeras.models.conv4())
-        schedule = keras.optimizers.schedules.ExponentialDecay(
-            1e-3, decay_steps=1000, decay_rate=0.5, staircase=True
+def preset_for(args):
+    """The public preset behind a run (`metakeras.models.presets`), with the
+    command line's overrides."""
+    if args.algorithm == "protonet":
+        preset = presets.get("protonet-omniglot")
+        episodes = dict(
+            preset.episodes, ways=args.train_ways, queries=args.train_queries
         )
-        train = dict(ways=train_ways, shots=1, queries=train_queries, meta_batch_size=1)
-    else:
-        cls = {
-            "maml": metakeras.MAML,
-            "fomaml": metakeras.MAML,
-            "anil": metakeras.ANIL,
-        }[algorithm]
-        kwargs = {"first_order": True} if algorithm == "fomaml" else {}
-        model = cls(
-            metakeras.models.conv4(outputs=5),
-            inner_steps=1,
-            inner_learning_rate=inner_lr,
-            transductive_eval=True,
-            **kwargs,
-        )
-        schedule = 1e-3
-        train = dict(ways=5, shots=1, queries=15, meta_batch_size=meta_batch)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"]
+        return dataclasses.replace(preset, episodes=episodes)
+    preset = presets.get("maml-omniglot")
+    return dataclasses.replace(
+        preset,
+        algorithm=args.algorithm,
+        episodes=dict(preset.episodes, meta_batch_size=args.meta_batch),
+        inner=dict(preset.inner, inner_learning_rate=args.inner_lr),
+        zero_head=not args.no_zeroing,
     )
-    return model, train
-
-
-def widen_head(model, ways):
-    """The same MAML model with a zero head of `ways` outputs.
-
-    With the zeroing trick the head is always zero, so a head of any width
-    gives the same model: the 5-way meta-training also serves 20-way tasks.
-    """
-    learner = metakeras.models.conv4(outputs=ways)
-    for source, target in zip(model.learner.layers[:-1], learner.layers[:-1]):
-        target.set_weights(source.get_weights())
-    for variable in learner.get_layer("head").weights:
-        variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
-    config = model.get_config()
-    for key in ("learner", "name"):
-        config.pop(key)
-    wide = type(model)(learner, **config)
-    wide.compile(loss=model.loss)
-    return wide
 
 
 def main(argv=None):
@@ -149,29 +120,24 @@ def main(argv=None):
 
     keras.utils.set_random_seed(args.seed)
     (x_bg, y_bg), (x_ev, y_ev), info = omniglot.load_data(path=args.data)
-    model, train = build(
-        args.algorithm,
-        args.meta_batch,
-        args.inner_lr,
-        train_ways=args.train_ways,
-        train_queries=args.train_queries,
-    )
+    preset = preset_for(args)
+    model = preset.model()
+    train = preset.episodes
     maml = args.algorithm != "protonet"
-    zeroing = maml and not args.no_zeroing
-    sampler = TaskSampler(
-        x_bg, y_bg, rotations=(0, 90, 180, 270), steps=1000, seed=args.seed, **train
-    )
+    zeroing = preset.zero_head
+    sampler = preset.train_tasks(x_bg, y_bg, steps=1000, seed=args.seed)
     budget = TimeBudget(args.minutes * 60)
     start = time.perf_counter()
-    callbacks = [metakeras.callbacks.ZeroHead()] if zeroing else []
-    model.fit(sampler, epochs=10_000, verbose=0, callbacks=callbacks + [budget])
+    model.fit(
+        sampler, epochs=10_000, verbose=0, callbacks=preset.callbacks() + [budget]
+    )
     train_seconds = time.perf_counter() - start
 
     rows = []
     for ways, transductive in [(5, True), (20, True), (5, False), (20, False)]:
         if maml and ways != 5 and not zeroing:
             continue  # a trained 5-output head cannot score 20 classes
-        evaluated = model if ways == 5 or not maml else widen_head(model, ways)
+        evaluated = preset.for_ways(model, ways)
         evaluated.transductive_eval = transductive
         test = TaskSampler(
             x_ev,

@@ -1,10 +1,11 @@
 """Meta-learning algorithms as Keras models, and reference learners.
 
 The algorithms by name (`get("fomaml")`, `available()`) and their default
-settings live in `metakeras.models.registry`.
+settings live in `metakeras.models.registry`; training recipes that
+reproduce the README's results in `metakeras.models.presets`.
 """
 
-from metakeras.models import registry
+from metakeras.models import presets, registry
 from metakeras.models.anil import ANIL
 from metakeras.models.conv4 import conv4
 from metakeras.models.maml import MAML
@@ -26,6 +27,7 @@ __all__ = [
     "available",
     "conv4",
     "get",
+    "presets",
     "prototype_logits",
     "registry",
 ]

@@ -1,0 +1,235 @@
+"""Training recipes that reproduce the README's Omniglot results in one call.
+
+A preset bundles what a good result needs beyond the algorithm: the
+learner, the optimizer and its schedule, the shape of the training episodes
+and the callbacks. `benchmarks/omniglot.py` trains with these presets, so
+the README's table is what they give.
+
+- `"protonet-omniglot"`: ProtoNet on conv4, trained on 60-way 1-shot
+  2-query episodes (more classes per episode than at test time, as Snell et
+  al. found best), Adam 1e-3 halved every 1,000 meta-batches.
+- `"maml-omniglot"`: second-order MAML on conv4, one inner step at 0.4 on
+  16 tasks of 5-way 1-shot 15-query, with the zeroing trick
+  (`metakeras.callbacks.ZeroHead`), so the head of a trained model can be
+  widened to any number of classes (`Preset.for_ways`).
+
+Both train on rotated copies of the background alphabets (x4 classes) and
+evaluate with `transductive_eval=True`, as the papers do.
+
+Example:
+
+```python
+preset = metakeras.models.presets.get("protonet-omniglot")
+(x_train, y_train), (x_test, y_test), _ = metakeras.datasets.omniglot.load_data()
+model = preset.model()
+model.fit(preset.train_tasks(x_train, y_train), epochs=10,
+          callbacks=preset.callbacks())
+```
+"""
+
+import dataclasses
+
+import keras
+
+from metakeras.models import registry
+from metakeras.models.conv4 import conv4
+from metakeras.tasks.task_sampler import TaskSampler
+
+__all__ = ["Preset", "available", "get"]
+
+ROTATIONS = (0, 90, 180, 270)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named training recipe: model, optimizer, training episodes, callbacks.
+
+    Args:
+        name: the preset's name.
+        algorithm: the `metakeras.models.registry` name of its algorithm.
+        episodes: `TaskSampler` arguments of the training episodes (`ways`,
+            `shots`, `queries`, `meta_batch_size`, `rotations`).
+        learning_rate: Adam's learning rate at the start. Defaults to `1e-3`.
+        halve_every: meta-batches between halvings of the learning rate, or
+            `None` for a constant rate. Defaults to `None`.
+        inner: settings of the algorithm (`inner_steps`,
+            `inner_learning_rate`, ...). Defaults to `{}` (the registry's
+            defaults).
+        zero_head: whether training keeps the head at zero (`ZeroHead`).
+            Defaults to `False`.
+
+    Example:
+
+    ```python
+    import dataclasses
+
+    preset = metakeras.models.presets.get("maml-omniglot")
+    faster = dataclasses.replace(preset, inner={"inner_steps": 1,
+                                                 "inner_learning_rate": 0.4,
+                                                 "first_order": True})
+    model = faster.model(ways=5)
+    ```
+    """
+
+    name: str
+    algorithm: str
+    episodes: dict
+    learning_rate: float = 1e-3
+    halve_every: int = None
+    inner: dict = dataclasses.field(default_factory=dict)
+    zero_head: bool = False
+
+    def model(self, ways=None, input_shape=(1, 28, 28)):
+        """Builds and compiles the preset's model.
+
+        Args:
+            ways: classes per test episode, for models with a head
+                (MAML). Defaults to `None` (the training episodes' `ways`).
+            input_shape: channels-first image shape. Defaults to
+                `(1, 28, 28)` (Omniglot as `load_data` returns it, with the
+                channel axis added).
+
+        Returns:
+            A compiled `MetaModel`.
+        """
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        algorithm = registry.get(self.algorithm)
+        outputs = (ways or self.episodes["ways"]) if algorithm.head else None
+        model = algorithm.create(
+            conv4(input_shape=input_shape, outputs=outputs),
+            "classification",
+            transductive_eval=True,
+            **self.inner,
+        )
+        rate = self.learning_rate
+        if self.halve_every is not None:
+            rate = keras.optimizers.schedules.ExponentialDecay(
+                rate, decay_steps=self.halve_every, decay_rate=0.5, staircase=True
+            )
+        model.compile(
+            optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=["accuracy"]
+        )
+        return model
+
+    def train_tasks(self, x, y, steps=1000, seed=0):
+        """The preset's training episodes from `x`, `y`.
+
+        Args:
+            x: images `(n, height, width)` or `(n, 1, height, width)`.
+            y: integer class labels `(n,)`.
+            steps: meta-batches per epoch. Defaults to `1000`.
+            seed: the sampler's seed. Defaults to `0`.
+
+        Returns:
+            A `metakeras.tasks.TaskSampler`.
+        """
+        return TaskSampler(x, y, steps=steps, seed=seed, **self.episodes)
+
+    def callbacks(self):
+        """The callbacks training needs (`ZeroHead` for the zeroing trick).
+
+        Returns:
+            A list of `keras.callbacks.Callback`s.
+        """
+        return registry.get(self.algorithm).callbacks(zero_head=self.zero_head)
+
+    def for_ways(self, model, ways):
+        """The trained model, ready for episodes of `ways` classes.
+
+        A ProtoNet handles any number of classes as it is. A MAML model
+        trained with the zeroing trick has a zero head, so a zero head of
+        another width gives the same model for `ways`-way tasks; its
+        optimizer state is not carried over (evaluate it with
+        `evaluate_episodes(..., allow_untrained=True)`).
+
+        Args:
+            model: a model built by `model()` and trained.
+            ways: classes per episode.
+
+        Returns:
+            `model` itself, or a copy with a zero head of `ways` outputs.
+
+        Raises:
+            ValueError: for a head trained without the zeroing trick and a
+                different `ways`.
+        """
+        head = registry.get(self.algorithm).head
+        heads = model.learner.output_shape[-1] if head else None
+        if heads is None or heads == ways:
+            return model
+        if not self.zero_head:
+            raise ValueError(
+                f"A head trained for {heads} classes cannot score {ways}; only "
+                "presets with the zeroing trick can widen their head."
+            )
+        learner = conv4(input_shape=model.learner.input_shape[1:], outputs=ways)
+        for source, target in zip(model.learner.layers[:-1], learner.layers[:-1]):
+            target.set_weights(source.get_weights())
+        for variable in learner.layers[-1].weights:
+            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+        config = model.get_config()
+        for key in ("learner", "name"):
+            config.pop(key)
+        wide = type(model)(learner, **config)
+        wide.compile(loss=model.loss, metrics=["accuracy"])
+        return wide
+
+
+_PRESETS = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            name="protonet-omniglot",
+            algorithm="protonet",
+            episodes=dict(
+                ways=60, shots=1, queries=2, meta_batch_size=1, rotations=ROTATIONS
+            ),
+            halve_every=1000,
+        ),
+        Preset(
+            name="maml-omniglot",
+            algorithm="maml",
+            episodes=dict(
+                ways=5, shots=1, queries=15, meta_batch_size=16, rotations=ROTATIONS
+            ),
+            inner=dict(inner_steps=1, inner_learning_rate=0.4),
+            zero_head=True,
+        ),
+    )
+}
+
+
+def available():
+    """The preset names.
+
+    Returns:
+        A tuple of names for `get`.
+
+    Example:
+
+    >>> available()
+    ('protonet-omniglot', 'maml-omniglot')
+    """
+    return tuple(_PRESETS)
+
+
+def get(name):
+    """The preset of a name.
+
+    Args:
+        name: one of `available()`.
+
+    Returns:
+        A `Preset`.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid ones).
+
+    Example:
+
+    >>> get("maml-omniglot").inner["inner_learning_rate"]
+    0.4
+    """
+    if name not in _PRESETS:
+        raise ValueError(f"Unknown preset {name!r}. Valid choices: {list(_PRESETS)}.")
+    return _PRESETS[name]

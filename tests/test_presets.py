@@ -1,0 +1,73 @@
+"""The public training recipes behind the README's Omniglot table."""
+
+import keras
+import numpy as np
+import pytest
+
+import metakeras
+from metakeras.models import presets
+
+
+def images(classes=8, per_class=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((classes * per_class, 28, 28)).astype("float32")
+    return x, np.repeat(np.arange(classes), per_class)
+
+
+@pytest.mark.parametrize("name", presets.available())
+def test_presets_train_and_adapt_to_any_ways(name):
+    preset = presets.get(name)
+    x, y = images()
+    episodes = dict(preset.episodes, ways=4, meta_batch_size=2, queries=1)
+    small = presets.Preset(**{**preset.__dict__, "episodes": episodes})
+    model = small.model()
+    assert model.transductive_eval
+    history = model.fit(
+        small.train_tasks(x, y, steps=2),
+        epochs=1,
+        verbose=0,
+        callbacks=small.callbacks(),
+    )
+    assert np.isfinite(history.history["loss"]).all()
+    wide = small.for_ways(model, 6)
+    episode = metakeras.tasks.TaskSampler(
+        x, y, ways=6, shots=1, queries=1, meta_batch_size=1, steps=1
+    )[0]
+    logits = wide.adapt_and_predict(
+        episode["support_x"], episode["support_y"], episode["query_x"]
+    )
+    assert logits.shape == (1, 6, 6)
+
+
+def test_maml_preset_widens_a_zero_head_and_keeps_the_body():
+    preset = presets.get("maml-omniglot")
+    assert preset.inner == {"inner_steps": 1, "inner_learning_rate": 0.4}
+    assert [type(c) for c in preset.callbacks()] == [metakeras.callbacks.ZeroHead]
+    model = preset.model()
+    assert model.inner.learning_rate == 0.4 and not model.inner.first_order
+    wide = preset.for_ways(model, 20)
+    assert wide.learner.output_shape == (None, 20)
+    for source, target in zip(model.learner.layers[:-1], wide.learner.layers[:-1]):
+        for a, b in zip(source.get_weights(), target.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert not any(np.any(w) for w in wide.learner.layers[-1].get_weights())
+    assert preset.for_ways(model, 5) is model
+
+
+def test_protonet_preset_schedule_and_errors():
+    preset = presets.get("protonet-omniglot")
+    assert preset.episodes["ways"] == 60 and preset.episodes["queries"] == 2
+    model = preset.model()
+    schedule = keras.optimizers.schedules.deserialize(
+        model.optimizer.get_config()["learning_rate"]
+    )
+    np.testing.assert_allclose(float(schedule(999)), 1e-3)
+    np.testing.assert_allclose(float(schedule(1000)), 5e-4)
+    assert preset.for_ways(model, 20) is model
+    no_zeroing = presets.Preset(
+        **{**presets.get("maml-omniglot").__dict__, "zero_head": False}
+    )
+    with pytest.raises(ValueError, match="cannot score 20"):
+        no_zeroing.for_ways(no_zeroing.model(), 20)
+    with pytest.raises(ValueError, match=r"Unknown preset 'maml'. Valid choices"):
+        presets.get("maml")
