@@ -82,8 +82,8 @@ def _check_episodes(episodes):
         or episodes < 1
     ):
         raise ValueError(
-            "`episodes` must be a positive integer, or None for every episode of "
-            f"one pass over `tasks`. Received: episodes={episodes!r}"
+            "`episodes` must be a positive integer, None for every episode of one "
+            f"pass over `tasks`, or 'auto'. Received: episodes={episodes!r}"
         )
     return int(episodes)
 

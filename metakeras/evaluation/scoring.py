@@ -21,7 +21,7 @@ __all__ = ["compare_models", "evaluate_episodes"]
 def evaluate_episodes(
     model,
     tasks,
-    episodes=600,
+    episodes="auto",
     steps=None,
     metrics=None,
     task="auto",
@@ -82,8 +82,10 @@ def evaluate_episodes(
             batch_size=32)` method returning `(T, N*Q, outputs)` arrays).
         tasks: the task source: a `keras.utils.PyDataset` of episode batches,
             or a dict (or tuple) of arrays in the episode contract.
-        episodes: number of episodes to score, or `None` for every episode of
-            one pass over `tasks`. Defaults to `600`.
+        episodes: number of episodes to score, `None` for every episode of
+            one pass over `tasks`, or `"auto"`: 600 (the papers' protocol)
+            from a `PyDataset`, every episode of a single episode batch.
+            Defaults to `"auto"`.
         steps: inner steps, for models with an inner loop: an integer, a list
             of integers, or `None` for `0, 1, ..., model.inner.steps`.
             Must be `None` for models without one. Defaults to `None`.
@@ -150,7 +152,7 @@ def evaluate_episodes(
 def compare_models(
     models,
     tasks,
-    episodes=600,
+    episodes="auto",
     baseline=None,
     steps=None,
     metrics=None,
@@ -175,7 +177,7 @@ def compare_models(
             their `name` attribute, which must then be unique).
         tasks: the task source, as in `evaluate_episodes`.
         episodes: number of episodes, as in `evaluate_episodes`.
-            Defaults to `600`.
+            Defaults to `"auto"`.
         baseline: name of the model the others are compared with.
             Defaults to `None` (the first model).
         steps: inner steps as in `evaluate_episodes`, applied to every model
@@ -290,6 +292,8 @@ def _run(
     verbose,
 ):
     """Scores `models` (a dict) on the same episodes; their `EpisodeResults`."""
+    if isinstance(episodes, str) and episodes == "auto":
+        episodes = 600 if isinstance(tasks, keras.utils.PyDataset) else None
     episodes = _check_episodes(episodes)
     verbose = resolve_verbose(verbose)
     options = _options(metrics, task, from_logits, batch_size, seed)

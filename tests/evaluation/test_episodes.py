@@ -110,3 +110,16 @@ def test_invalid_episodes(episodes):
     model = PreparedModel({None: np.zeros((4, 12, 3))})
     with pytest.raises(ValueError, match=r"`episodes` must be a positive integer"):
         evaluate_episodes(model, indexed_episodes(4), episodes=episodes)
+
+
+def test_auto_episodes_scores_a_whole_batch_and_600_from_a_source():
+    episodes = indexed_episodes(7, ways=3, queries=2)
+    probabilities = np.random.default_rng(5).dirichlet(np.ones(3), size=(7, 6))
+    model = PreparedModel({None: probabilities})
+    assert evaluate_episodes(model, episodes, verbose=0).episodes == 7
+    source = EpisodeSource(batches=200, tasks=3, ways=3)
+    labels = np.random.default_rng(6).dirichlet(np.ones(3), size=(600, 12))
+    assert (
+        evaluate_episodes(PreparedModel({None: labels}), source, verbose=0).episodes
+        == 600
+    )
