@@ -1,5 +1,7 @@
 """Mistakes that used to pass silently or fail deep inside PyTorch get a clear error."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -113,3 +115,37 @@ def test_fit_on_arrays_with_different_task_counts():
 def test_errors_name_the_argument_as_written(argument, value):
     with pytest.raises(ValueError, match=rf"^`{argument}` must .* {argument}={value}$"):
         metakeras.MAML(learner(), **{argument: value})
+
+
+def test_vectorize_tasks_with_channels_last_convolutions_falls_back():
+    def build(vectorize):
+        keras.utils.set_random_seed(0)
+        conv = keras.Sequential(
+            [
+                keras.Input((8, 8, 1)),
+                keras.layers.Conv2D(4, 3, padding="same", name="conv"),
+                keras.layers.Flatten(),
+                keras.layers.Dense(3),
+            ]
+        )
+        return compiled(
+            metakeras.MAML(conv, inner_learning_rate=0.1, vectorize_tasks=vectorize)
+        )
+
+    rng = np.random.default_rng(0)
+    batch = episodes()
+    for key in ("support_x", "query_x"):
+        batch[key] = rng.random((2, 6, 8, 8, 1)).astype("float32")
+    looped = build(False)
+    looped.train_on_batch(batch)
+    vectorized = build(True)
+    with pytest.warns(
+        UserWarning, match=r"'conv' \(Conv2D\) use data_format='channels_last'"
+    ):
+        vectorized.train_on_batch(batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # warned once, then quietly
+        vectorized.train_on_batch(batch)
+    looped.train_on_batch(batch)
+    for a, b in zip(looped.get_weights(), vectorized.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -73,3 +73,23 @@ def _vectorizable(layer):
     if isinstance(layer, _CHANNELS_FIRST_ONLY):
         return getattr(layer, "data_format", None) == "channels_first"
     return isinstance(layer, _VECTORIZABLE)
+
+
+def channels_last_layers(learner):
+    """The layers `torch.func.vmap` cannot batch: `channels_last` convolutions.
+
+    PyTorch refuses them under `vmap` ("NYI: querying is_contiguous inside
+    of vmap for memory_format other than torch.contiguous_format").
+
+    Args:
+        learner: a built `keras.Model`.
+
+    Returns:
+        A list of `(name, class name)` pairs.
+    """
+    return [
+        (layer.name, type(layer).__name__)
+        for layer in _leaf_layers(learner)
+        if isinstance(layer, _CHANNELS_FIRST_ONLY)
+        and getattr(layer, "data_format", None) == "channels_last"
+    ]

@@ -1,5 +1,7 @@
 """`MetaModel`: the Keras model that meta-learns over episodes."""
 
+import warnings
+
 import keras
 import numpy as np
 import torch
@@ -11,7 +13,7 @@ from metakeras.models import _resume
 from metakeras.models._cuda_graph import GraphedTrainStep
 from metakeras.models._stateless import stateless_forward
 from metakeras.models._task_loss import TaskLoss
-from metakeras.models._vectorize import auto_vectorize
+from metakeras.models._vectorize import auto_vectorize, channels_last_layers
 from metakeras.tasks.episode import EPISODE_KEYS, unpack_episode, validate_episode
 
 NONFINITE_MODES = ("raise", "skip", "ignore")
@@ -390,13 +392,18 @@ class MetaModel(_keras_compat.BuildHook, keras.Model):
         `vectorize_tasks="auto"` is resolved once the learner is built (see
         `metakeras.models._vectorize`).
         """
-        if self.vectorize_tasks != "auto":
-            return self.vectorize_tasks
-        if self._auto_vectorize is None:
+        if not self.vectorize_tasks:
+            return False
+        cached = self._auto_vectorize
+        if cached is None or cached[0] != self.vectorize_tasks:
             if not self.learner.built:
                 return False
-            self._auto_vectorize = auto_vectorize(self.learner)
-        return self._auto_vectorize
+            if self.vectorize_tasks == "auto":
+                value = auto_vectorize(self.learner)
+            else:
+                value = not _warn_channels_last(self.learner)
+            self._auto_vectorize = (self.vectorize_tasks, value)
+        return self._auto_vectorize[1]
 
     def _gradients(self, loss, variables):
         gradients = torch.autograd.grad(
@@ -1094,6 +1101,23 @@ def _inner_monitor(task, found, last):
 def _preview_names(names, limit=3):
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _warn_channels_last(learner):
+    """Warns (once per model) if `vmap` cannot batch the learner; whether so."""
+    blocked = channels_last_layers(learner)
+    if blocked:
+        names = ", ".join(f"{name!r} ({kind})" for name, kind in blocked)
+        warnings.warn(
+            f"vectorize_tasks=True: the learner's layer(s) {names} use "
+            "data_format='channels_last', which torch.func.vmap cannot batch "
+            "(PyTorch: 'NYI: querying is_contiguous inside of vmap'), so the "
+            "tasks run one after another instead. Build them with "
+            "data_format='channels_first' (also faster on the torch backend) "
+            "to batch the tasks.",
+            stacklevel=3,
+        )
+    return bool(blocked)
 
 
 _CROSS_ENTROPIES = (
