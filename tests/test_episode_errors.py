@@ -149,3 +149,18 @@ def test_vectorize_tasks_with_channels_last_convolutions_falls_back():
     looped.train_on_batch(batch)
     for a, b in zip(looped.get_weights(), vectorized.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_multi_input_learners_are_refused_up_front():
+    left, right = keras.Input((3,), name="left"), keras.Input((2,), name="right")
+    merged = keras.layers.Dense(3)(keras.layers.Concatenate()([left, right]))
+    with pytest.raises(
+        ValueError, match=r"The learner has 2 inputs \(\['left', 'right'\]\)"
+    ):
+        metakeras.MAML(keras.Model([left, right], merged))
+    features = keras.Input((4,))
+    two = keras.Model(
+        features, [keras.layers.Dense(3)(features), keras.layers.Dense(1)(features)]
+    )
+    with pytest.raises(ValueError, match="The learner has 2 outputs"):
+        metakeras.ProtoNet(two)

@@ -72,6 +72,7 @@ class MetaModel(_keras_compat.BuildHook, keras.Model):
             )
         if vectorize_tasks != "auto":
             _check_flag(vectorize_tasks, "vectorize_tasks", extra=' or "auto"')
+        _check_single_input_output(learner)
         self.learner = learner
         self.vectorize_tasks = vectorize_tasks
         self._auto_vectorize = None
@@ -1101,6 +1102,23 @@ def _inner_monitor(task, found, last):
 def _preview_names(names, limit=3):
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _check_single_input_output(learner):
+    """Episodes hold one input array and one target array per task."""
+    inputs = getattr(learner, "inputs", None) if learner.built else None
+    outputs = getattr(learner, "outputs", None) if learner.built else None
+    for kind, tensors in (("inputs", inputs), ("outputs", outputs)):
+        if tensors is not None and len(tensors) > 1:
+            names = [getattr(t, "name", "?") for t in tensors]
+            raise ValueError(
+                f"The learner has {len(tensors)} {kind} ({names}), but an episode "
+                "holds one input array `(tasks, examples, *features)` and one "
+                "target array per set, so metakeras learners take one input and "
+                "give one output. Concatenate the inputs into one array (and "
+                "split it inside the model with a layer), or combine the outputs "
+                "into one."
+            )
 
 
 def _warn_channels_last(learner):
