@@ -26,7 +26,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from metakeras import cli
-from metakeras._cli_train import read_config_file, resolve_config
+from metakeras.cli._config import read_config_file, resolve_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REAL_OMNIGLOT = ROOT.parent / "shared" / "data" / "omniglot"

@@ -11,8 +11,8 @@ from test_algorithms import LOSS, WAYS, dense_learner, informative_episodes
 
 import metakeras
 from metakeras import InnerLoop, demo
-from metakeras._cli_train import FIELDS
 from metakeras.cli import build_parser
+from metakeras.cli._config import FIELDS
 from metakeras.inner import SHORTHANDS
 from metakeras.models import registry
 from metakeras.sklearn import MetaClassifier, MetaRegressor

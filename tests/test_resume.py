@@ -245,7 +245,8 @@ def test_sigkill_mid_epoch_then_restart_matches_the_uninterrupted_run(
 
 
 def test_train_command_resumes_mid_epoch_to_the_same_model(tmp_path):
-    from metakeras._cli_train import resolve_config, run_train
+    from metakeras.cli._config import resolve_config
+    from metakeras.cli._train import run_train
 
     def config(name, **extra):
         return resolve_config(

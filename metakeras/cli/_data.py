@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from metakeras.cli._errors import CLIError
 from metakeras.datasets import _files
 
 DATASETS = ("omniglot", "digits", "sinusoid", "image-folder", "mini-imagenet")
@@ -63,20 +64,6 @@ _HOW_TO_GET = {
         "pass --data-dir pointing at a folder with one sub-folder of images per class"
     ),
 }
-
-
-class CLIError(Exception):
-    """A user mistake or missing input: printed without a traceback.
-
-    Args:
-        message: what went wrong and what to do about it.
-        code: the exit code. Defaults to `2` (bad usage); `1` is used for
-            missing files and failures at run time.
-    """
-
-    def __init__(self, message, code=2):
-        super().__init__(message)
-        self.code = code
 
 
 def is_classification(dataset):

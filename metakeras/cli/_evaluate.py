@@ -15,8 +15,10 @@ with an inner loop, `adaptation_curve.png`; for classification also
 import json
 import os
 
-from metakeras import _cli_data, _cli_train
-from metakeras._cli_data import CLIError
+from metakeras.cli import _data
+from metakeras.cli._build import build_tasks
+from metakeras.cli._config import resolve_config
+from metakeras.cli._errors import CLIError
 
 # Settings `evaluate` takes from the training run's config.json.
 _INHERITED = (
@@ -28,6 +30,28 @@ _INHERITED = (
     "shots",
     "queries",
 )
+
+
+def command(args):
+    """Runs `metakeras evaluate` with the parsed arguments.
+
+    Args:
+        args: the `argparse.Namespace` of the `evaluate` subcommand.
+
+    Returns:
+        The exit code, `0`.
+
+    Raises:
+        CLIError: for a missing or foreign model file, or invalid settings.
+    """
+    flags = vars(args).copy()
+    flags.pop("command")
+    model_path = flags.pop("model")
+    settings = resolve_evaluation(model_path, flags)
+    result = run_evaluate(model_path, settings)
+    for name, path in result["paths"].items():
+        print(f"{name:>12}: {path}")
+    return 0
 
 
 def resolve_evaluation(model_path, overrides):
@@ -51,17 +75,10 @@ def resolve_evaluation(model_path, overrides):
     if not model_path.endswith(".keras"):
         raise CLIError(f"model file must end in .keras; received {model_path!r}.")
     folder = os.path.dirname(os.path.abspath(model_path))
-    trained = {}
-    config_path = os.path.join(folder, "config.json")
-    if os.path.exists(config_path):
-        try:
-            with open(config_path) as f:
-                trained = json.load(f)
-        except (OSError, ValueError):
-            trained = {}
+    trained = _training_config(folder)
     base = {k: trained[k] for k in _INHERITED if k in trained}
     flags = {k: v for k, v in overrides.items() if k in _INHERITED or k == "download"}
-    settings = _cli_train.resolve_config(base, flags)
+    settings = resolve_config(base, flags)
     settings.update(
         split=overrides.get("split", "test"),
         episodes=overrides.get("episodes", 600),
@@ -74,8 +91,20 @@ def resolve_evaluation(model_path, overrides):
         rotations=False,
         verbose=0 if overrides.get("quiet") else "auto",
     )
-    _cli_data.check_split(settings["dataset"], settings["split"])
+    _data.check_split(settings["dataset"], settings["split"])
     return settings
+
+
+def _training_config(folder):
+    """The `config.json` of the run that trained the model, or `{}`."""
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.exists(config_path):
+        return {}
+    try:
+        with open(config_path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
 
 
 def run_evaluate(model_path, settings, log=print):
@@ -92,13 +121,36 @@ def run_evaluate(model_path, settings, log=print):
     Raises:
         CLIError: if the model cannot be loaded or does not fit the episodes.
     """
+    model = _load_model(model_path)
+    _override_settings(model, settings)
+    _check_heads(model, settings)
+    results = _score(model, settings)
+    paths = _write_outputs(results, settings["output_dir"])
+    classification = _data.is_classification(settings["dataset"])
+    log(
+        f"{settings['dataset']} {settings['split']} split, {results.episodes} "
+        f"episodes, {settings['ways']}-way {settings['shots']}-shot"
+        if classification
+        else f"sinusoid test tasks, {results.episodes} episodes, "
+        f"{settings['shots']} shots"
+    )
+    log(results.to_markdown())
+    for note in _gap_notes(results, model_path, settings):
+        log(note)
+    return {"results": results, "paths": paths}
+
+
+def _load_model(model_path):
+    """The meta-learning model saved in `model_path`.
+
+    Raises:
+        CLIError: if the file is not a Keras model, or not a `MetaModel`.
+    """
     import keras
 
     # Registers the pruning and quantization classes that a compressed model
     # refers to (`metakeras train --prune/--quantize`).
     import metakeras.callbacks  # noqa: F401
-    from metakeras import plots
-    from metakeras.evaluation import evaluate_episodes
     from metakeras.models import MetaModel
 
     try:
@@ -113,19 +165,49 @@ def run_evaluate(model_path, settings, log=print):
             f"{model_path!r} holds a {type(model).__name__}, not a metakeras "
             "meta-learning model (saved by `metakeras train` or model.save)."
         )
-    _override_settings(model, settings)
-    classification = _cli_data.is_classification(settings["dataset"])
+    return model
+
+
+def _override_settings(model, settings):
+    """Applies `--transductive-eval` to the loaded model."""
+    if settings.get("transductive_eval") is None:
+        return
+    if not hasattr(model, "transductive_eval"):
+        raise CLIError(
+            f"{type(model).__name__} has no `transductive_eval` setting; "
+            "remove --transductive-eval."
+        )
+    model.transductive_eval = settings["transductive_eval"]
+
+
+def _has_head(model):
+    """Whether the model adapts a head in an inner loop (not ProtoNet)."""
+    return getattr(model, "inner", None) is not None
+
+
+def _check_heads(model, settings):
+    """Raises a `CLIError` if a classifier's head does not fit `ways`."""
+    classification = _data.is_classification(settings["dataset"])
     heads = model.learner.output_shape[-1]
-    has_head = getattr(model, "inner", None) is not None
-    if classification and has_head and heads != settings["ways"]:
+    if classification and _has_head(model) and heads != settings["ways"]:
         raise CLIError(
             f"the model predicts {heads} classes, so episodes must be "
             f"{heads}-way; received ways={settings['ways']}."
         )
+
+
+def _score(model, settings):
+    """Adapts the model to the episodes of the split and scores it.
+
+    Returns:
+        The `EpisodeResults` of `metakeras.evaluation.evaluate_episodes`.
+    """
+    from metakeras.evaluation import evaluate_episodes
+
     episodes = settings["episodes"]
     batch = min(settings["batch_size"], episodes)
     try:
-        tasks = _cli_train.build_tasks(
+        tasks = build_tasks(
             settings,
             settings["split"],
             steps=-(-episodes // batch),
@@ -133,7 +215,7 @@ def run_evaluate(model_path, settings, log=print):
             resample=False,
             meta_batch_size=batch,
         )
-        results = evaluate_episodes(
+        return evaluate_episodes(
             model,
             tasks,
             episodes=episodes,
@@ -141,12 +223,21 @@ def run_evaluate(model_path, settings, log=print):
             batch_size=batch,
             # Only inner loops are random (mini-batches, Dropout); a seed with
             # a model without one trips `evaluation._scorer._derived_seed` (steps=-1).
-            seed=settings["seed"] if has_head else None,
+            seed=settings["seed"] if _has_head(model) else None,
             verbose=settings.get("verbose", "auto"),
         )
     except ValueError as error:
         raise CLIError(str(error)) from None
-    out = settings["output_dir"]
+
+
+def _write_outputs(results, out):
+    """Writes the CSV tables and plots of `results` to the folder `out`.
+
+    Returns:
+        The paths written, by name.
+    """
+    from metakeras import plots
+
     paths = {
         "summary": results.to_csv(os.path.join(out, "summary.csv")),
         "per_episode": results.to_csv(
@@ -164,17 +255,7 @@ def run_evaluate(model_path, settings, log=print):
         paths["confusion"] = plots.plot_confusion_matrix(
             results, os.path.join(out, "confusion_matrix.png"), normalize=True
         )
-    log(
-        f"{settings['dataset']} {settings['split']} split, {results.episodes} "
-        f"episodes, {settings['ways']}-way {settings['shots']}-shot"
-        if classification
-        else f"sinusoid test tasks, {results.episodes} episodes, "
-        f"{settings['shots']} shots"
-    )
-    log(results.to_markdown())
-    for note in _gap_notes(results, model_path, settings):
-        log(note)
-    return {"results": results, "paths": paths}
+    return paths
 
 
 # A drop this large from training to test episodes is worth a word.
@@ -191,17 +272,8 @@ def _gap_notes(results, model_path, settings):
     """
     import math
 
-    import pandas as pd
-
     notes = []
-    history_path = os.path.join(os.path.dirname(model_path), "history.csv")
-    last = {}
-    if os.path.exists(history_path):
-        try:
-            frame = pd.read_csv(history_path)
-            last = frame.iloc[-1].to_dict() if len(frame) else {}
-        except (ValueError, pd.errors.ParserError):
-            last = {}
+    last = _last_epoch(model_path)
     unseen = (
         "on its training classes but much worse on the unseen classes of the "
         f"{settings['split']!r} split"
@@ -245,13 +317,15 @@ def _gap_notes(results, model_path, settings):
     return notes
 
 
-def _override_settings(model, settings):
-    """Applies `--transductive-eval` to the loaded model."""
-    if settings.get("transductive_eval") is None:
-        return
-    if not hasattr(model, "transductive_eval"):
-        raise CLIError(
-            f"{type(model).__name__} has no `transductive_eval` setting; "
-            "remove --transductive-eval."
-        )
-    model.transductive_eval = settings["transductive_eval"]
+def _last_epoch(model_path):
+    """The last row of the `history.csv` beside the model, or `{}`."""
+    import pandas as pd
+
+    history_path = os.path.join(os.path.dirname(model_path), "history.csv")
+    if not os.path.exists(history_path):
+        return {}
+    try:
+        frame = pd.read_csv(history_path)
+    except (ValueError, pd.errors.ParserError):
+        return {}
+    return frame.iloc[-1].to_dict() if len(frame) else {}
