@@ -14,6 +14,7 @@ from metakeras.models.meta_sgd import MetaSGD
 from metakeras.models.protonet import ProtoNet, PrototypeClassifier, prototype_logits
 from metakeras.models.registry import Algorithm, available, get
 from metakeras.models.reptile import Reptile
+from metakeras.models.resnet12 import resnet12
 
 __all__ = [
     "ANIL",
@@ -30,4 +31,5 @@ __all__ = [
     "presets",
     "prototype_logits",
     "registry",
+    "resnet12",
 ]

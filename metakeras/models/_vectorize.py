@@ -17,6 +17,7 @@ import keras
 
 _VECTORIZABLE = (
     keras.layers.InputLayer,
+    keras.layers.Add,
     keras.layers.Dense,
     keras.layers.EinsumDense,
     keras.layers.BatchNormalization,
