@@ -5,6 +5,8 @@ import math
 import keras
 import numpy as np
 
+from metakeras.tasks._checks import check_positive_ints, resolve_seed
+
 
 class SinusoidTasks(keras.utils.PyDataset):
     """Meta-batches of sinusoid regression tasks, `y = A * sin(x - phase)`.
@@ -56,16 +58,9 @@ class SinusoidTasks(keras.utils.PyDataset):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (
-            ("shots", shots),
-            ("queries", queries),
-            ("meta_batch_size", meta_batch_size),
-            ("steps", steps),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"`{name}` must be a positive integer. Received: {name}={value!r}"
-                )
+        check_positive_ints(
+            shots=shots, queries=queries, meta_batch_size=meta_batch_size, steps=steps
+        )
         for name, value in (
             ("amplitude_range", amplitude_range),
             ("phase_range", phase_range),
@@ -80,20 +75,11 @@ class SinusoidTasks(keras.utils.PyDataset):
                     f"`{name}` must be a (low, high) pair of finite numbers with "
                     f"low <= high. Received: {name}={value!r}"
                 )
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        if (
-            isinstance(seed, bool)
-            or not isinstance(seed, (int, np.integer))
-            or seed < 0
-        ):
-            raise ValueError(
-                f"`seed` must be None or a non-negative integer. Received: {seed!r}"
-            )
-        self.shots = shots
-        self.queries = queries
-        self.meta_batch_size = meta_batch_size
-        self.steps = steps
+        seed = resolve_seed(seed)
+        self.shots = int(shots)
+        self.queries = int(queries)
+        self.meta_batch_size = int(meta_batch_size)
+        self.steps = int(steps)
         self.amplitude_range = tuple(float(v) for v in amplitude_range)
         self.phase_range = tuple(float(v) for v in phase_range)
         self.x_range = tuple(float(v) for v in x_range)

@@ -1,9 +1,9 @@
 """N-way K-shot episodes drawn from any labelled data."""
 
-import numbers
-
 import keras
 import numpy as np
+
+from metakeras.tasks._checks import check_flag, check_positive_ints, resolve_seed
 
 _ROTATIONS = (0, 90, 180, 270)
 
@@ -115,38 +115,21 @@ class TaskSampler(keras.utils.PyDataset):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (
-            ("ways", ways),
-            ("shots", shots),
-            ("queries", queries),
-            ("meta_batch_size", meta_batch_size),
-            ("steps", steps),
-        ):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Integral)
-                or value < 1
-            ):
-                raise ValueError(
-                    f"`{name}` must be a positive integer. Received: {name}={value!r}"
-                )
+        check_positive_ints(
+            ways=ways,
+            shots=shots,
+            queries=queries,
+            meta_batch_size=meta_batch_size,
+            steps=steps,
+        )
         if ways < 2:
             raise ValueError(
                 "`ways` must be at least 2: a 1-way episode has one class, so every "
                 "query is trivially right and nothing is learned. Received: ways=1"
             )
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(
-                f"`seed` must be None or a non-negative integer. Received: {seed!r}"
-            )
-        if not isinstance(resample, bool):
-            raise ValueError(
-                f"`resample` must be True or False. Received: {resample!r}"
-            )
-        if not isinstance(shuffle, bool):
-            raise ValueError(f"`shuffle` must be True or False. Received: {shuffle!r}")
+        seed = resolve_seed(seed)
+        check_flag("resample", resample)
+        check_flag("shuffle", shuffle)
         if transform is not None and not callable(transform):
             raise ValueError(
                 "`transform` must be None or a callable `transform(image, rng)`. "
