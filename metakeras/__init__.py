@@ -17,7 +17,15 @@ from metakeras import (  # noqa: E402
     tasks,
 )
 from metakeras.inner import InnerLoop  # noqa: E402
-from metakeras.models import ANIL, MAML, MetaModel, MetaSGD, ProtoNet, Reptile  # noqa: E402
+from metakeras.models import (  # noqa: E402
+    ANIL,
+    MAML,
+    MatchingNet,
+    MetaModel,
+    MetaSGD,
+    ProtoNet,
+    Reptile,
+)
 
 __version__ = "0.1.0"
 
@@ -28,6 +36,7 @@ __all__ = [
     "MetaModel",
     "MetaSGD",
     "ProtoNet",
+    "MatchingNet",
     "Reptile",
     "initializers",
     "layers",

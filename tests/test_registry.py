@@ -18,7 +18,7 @@ from metakeras.models import registry
 from metakeras.sklearn import MetaClassifier, MetaRegressor
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet")
+NAMES = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "matchingnet")
 
 
 # ------------------------------------------------------------- registry
@@ -27,7 +27,7 @@ NAMES = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet")
 def test_names_and_classes():
     assert metakeras.models.available() == NAMES
     assert registry.available("classification") == NAMES
-    assert registry.available("regression") == NAMES[:-1]
+    assert registry.available("regression") == NAMES[:-2]
     classes = {name: metakeras.models.get(name).cls for name in NAMES}
     assert classes == {
         "maml": metakeras.MAML,
@@ -36,8 +36,9 @@ def test_names_and_classes():
         "anil": metakeras.ANIL,
         "reptile": metakeras.Reptile,
         "protonet": metakeras.ProtoNet,
+        "matchingnet": metakeras.MatchingNet,
     }
-    assert [n for n in NAMES if registry.get(n).inner_loop] == list(NAMES[:-1])
+    assert [n for n in NAMES if registry.get(n).inner_loop] == list(NAMES[:-2])
     assert not registry.get("protonet").head and registry.get("anil").head
     assert registry.get(registry.get("anil")) is registry.get("anil")
 

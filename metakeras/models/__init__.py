@@ -9,6 +9,11 @@ from metakeras.models import presets, registry
 from metakeras.models.anil import ANIL
 from metakeras.models.conv4 import conv4
 from metakeras.models.maml import MAML
+from metakeras.models.matching_net import (
+    MatchingClassifier,
+    MatchingNet,
+    matching_logits,
+)
 from metakeras.models.meta_model import MetaModel
 from metakeras.models.meta_sgd import MetaSGD
 from metakeras.models.protonet import ProtoNet, PrototypeClassifier, prototype_logits
@@ -20,6 +25,8 @@ __all__ = [
     "ANIL",
     "Algorithm",
     "MAML",
+    "MatchingClassifier",
+    "MatchingNet",
     "MetaModel",
     "MetaSGD",
     "PrototypeClassifier",
@@ -28,6 +35,7 @@ __all__ = [
     "available",
     "conv4",
     "get",
+    "matching_logits",
     "presets",
     "prototype_logits",
     "registry",

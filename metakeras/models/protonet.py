@@ -214,6 +214,26 @@ class ProtoNet(MetaModel):
             A `PrototypeClassifier` (a `keras.Model`) whose `predict` returns
             `(n, N)` logits; `argmax(-1)` gives the class.
         """
+        support = self._embedded_support(support_x, support_y, steps, transductive)
+        embeddings, support_y, ways, embedding, transductive = support
+        prototypes = _class_means(embeddings, support_y, ways)
+        classifier = PrototypeClassifier(
+            embedding,
+            num_classes=ways,
+            embedding_dim=int(prototypes.shape[-1]),
+            distance=self.distance,
+            scale=self._scale,
+            batch_statistics=transductive,
+        )
+        classifier.prototypes.assign(prototypes)
+        return classifier
+
+    def _embedded_support(self, support_x, support_y, steps, transductive):
+        """One task's support set, checked and embedded, for `adapt`.
+
+        Returns:
+            `(embeddings, support_y, ways, embedding model, transductive)`.
+        """
         if transductive is None:
             transductive = self.transductive_eval
         _check_flag(transductive, "transductive")
@@ -230,18 +250,8 @@ class ProtoNet(MetaModel):
             embeddings, _ = self._forward(
                 weights, state, support_x, training=transductive
             )
-            prototypes = _class_means(embeddings, support_y, context["ways"])
         embedding = learner_with_weights(self.learner, weights, state, support_x)
-        classifier = PrototypeClassifier(
-            embedding,
-            num_classes=context["ways"],
-            embedding_dim=int(prototypes.shape[-1]),
-            distance=self.distance,
-            scale=self._scale,
-            batch_statistics=transductive,
-        )
-        classifier.prototypes.assign(prototypes)
-        return classifier
+        return embeddings, support_y, context["ways"], embedding, transductive
 
     def get_config(self):
         config = super().get_config()
@@ -251,8 +261,64 @@ class ProtoNet(MetaModel):
         return config
 
 
+class _EmbeddingClassifier(keras.Model):
+    """A classifier on top of an embedding, in one BatchNormalization mode.
+
+    Subclasses set `embedding`, `batch_statistics` and the attributes named
+    in `_CONFIG` (their constructor arguments), and score `_embed`.
+    """
+
+    _CONFIG = ()
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "embedding": keras.saving.serialize_keras_object(self.embedding),
+            **{key: getattr(self, key) for key in self._CONFIG},
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        embedding = keras.saving.deserialize_keras_object(config.pop("embedding"))
+        return cls(embedding=embedding, **config)
+
+    def _embed(self, inputs, training):
+        if self.batch_statistics and not isinstance(inputs, keras.KerasTensor):
+            # Stateless, so the moving statistics are read, never updated.
+            embeddings, _ = self.embedding.stateless_call(
+                [v.value for v in self.embedding.trainable_variables],
+                [v.value for v in self.embedding.non_trainable_variables],
+                inputs,
+                training=True,
+            )
+            return embeddings
+        return self.embedding(inputs, training=training)
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, **kwargs):
+        """As `keras.Model.predict`; one batch by default with `batch_statistics`.
+
+        Args:
+            x: inputs `(examples, *features)`.
+            batch_size: as in Keras. Defaults to `None` (all of `x` at once
+                with `batch_statistics`, else Keras's 32).
+            verbose: as in Keras. Defaults to `"auto"`.
+            steps: as in Keras. Defaults to `None`.
+            **kwargs: other `keras.Model.predict` arguments.
+
+        Returns:
+            NumPy array of logits `(examples, num_classes)`.
+        """
+        if self.batch_statistics and batch_size is None and hasattr(x, "__len__"):
+            batch_size = max(1, len(x))
+        return super().predict(
+            x, batch_size=batch_size, verbose=verbose, steps=steps, **kwargs
+        )
+
+
 @keras.saving.register_keras_serializable(package="metakeras")
-class PrototypeClassifier(keras.Model):
+class PrototypeClassifier(_EmbeddingClassifier):
     """A classifier that scores inputs against stored class prototypes.
 
     Returned by `ProtoNet.adapt`. `predict` returns logits `(n, num_classes)`.
@@ -277,6 +343,14 @@ class PrototypeClassifier(keras.Model):
     labels = classifier.predict(query_x).argmax(-1)
     ```
     """
+
+    _CONFIG = (
+        "num_classes",
+        "embedding_dim",
+        "distance",
+        "scale",
+        "batch_statistics",
+    )
 
     def __init__(
         self,
@@ -310,57 +384,10 @@ class PrototypeClassifier(keras.Model):
             self.built = True
 
     def call(self, inputs, training=False):
-        if self.batch_statistics and not isinstance(inputs, keras.KerasTensor):
-            # Stateless, so the moving statistics are read, never updated.
-            embeddings, _ = self.embedding.stateless_call(
-                [v.value for v in self.embedding.trainable_variables],
-                [v.value for v in self.embedding.non_trainable_variables],
-                inputs,
-                training=True,
-            )
-        else:
-            embeddings = self.embedding(inputs, training=training)
+        embeddings = self._embed(inputs, training)
         return prototype_logits(
             embeddings, self.prototypes.value, self.distance, self.scale
         )
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "embedding": keras.saving.serialize_keras_object(self.embedding),
-            "num_classes": self.num_classes,
-            "embedding_dim": self.embedding_dim,
-            "distance": self.distance,
-            "scale": self.scale,
-            "batch_statistics": self.batch_statistics,
-        }
-
-    def predict(self, x, batch_size=None, verbose="auto", steps=None, **kwargs):
-        """As `keras.Model.predict`; one batch by default with `batch_statistics`.
-
-        Args:
-            x: inputs `(examples, *features)`.
-            batch_size: as in Keras. Defaults to `None` (all of `x` at once
-                with `batch_statistics`, else Keras's 32).
-            verbose: as in Keras. Defaults to `"auto"`.
-            steps: as in Keras. Defaults to `None`.
-            **kwargs: other `keras.Model.predict` arguments.
-
-        Returns:
-            NumPy array of logits `(examples, num_classes)`.
-        """
-        if self.batch_statistics and batch_size is None and hasattr(x, "__len__"):
-            batch_size = max(1, len(x))
-        return super().predict(
-            x, batch_size=batch_size, verbose=verbose, steps=steps, **kwargs
-        )
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        embedding = keras.saving.deserialize_keras_object(config.pop("embedding"))
-        return cls(embedding=embedding, **config)
 
 
 def _class_means(embeddings, labels, ways):

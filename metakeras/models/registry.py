@@ -14,18 +14,18 @@ their defaults for a task type (`"classification"` or `"regression"`), and
 Defaults, per algorithm (`-`: the setting does not apply; the command line
 refuses it, the estimators ignore it):
 
-| setting | maml | fomaml | metasgd | anil | reptile | protonet |
-|---|---|---|---|---|---|---|
-| `inner_steps` | 1 | 1 | 1 | 1 | 5 | - |
-| `inner_learning_rate` | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | - |
-| `first_order` | False | True (fixed) | False | False | True (fixed) | - |
-| `inner_batch_size` | None | None | None | None | None | - |
-| `inner_shuffle` | True | True | True | True | True | - |
-| `inner_clipnorm` | None | None | None | None | None | - |
-| `inner_global_clipnorm` | None | None | None | None | None | - |
-| `per_step_bn_statistics` | False | False | False | False | - | - |
-| `transductive_eval` | False | False | False | False | False | False |
-| `zero_head` | False | False | False | False | False | - |
+| setting | maml | fomaml | metasgd | anil | reptile | protonet | matchingnet |
+|---|---|---|---|---|---|---|---|
+| `inner_steps` | 1 | 1 | 1 | 1 | 5 | - | - |
+| `inner_learning_rate` | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | - | - |
+| `first_order` | False | True (fixed) | False | False | True (fixed) | - | - |
+| `inner_batch_size` | None | None | None | None | None | - | - |
+| `inner_shuffle` | True | True | True | True | True | - | - |
+| `inner_clipnorm` | None | None | None | None | None | - | - |
+| `inner_global_clipnorm` | None | None | None | None | None | - | - |
+| `per_step_bn_statistics` | False | False | False | False | - | - | - |
+| `transductive_eval` | False | False | False | False | False | False | False |
+| `zero_head` | False | False | False | False | False | - | - |
 
 Why these values:
 
@@ -50,6 +50,7 @@ import numpy as np
 
 from metakeras.models.anil import ANIL
 from metakeras.models.maml import MAML
+from metakeras.models.matching_net import MatchingNet
 from metakeras.models.meta_model import MetaModel
 from metakeras.models.meta_sgd import MetaSGD
 from metakeras.models.protonet import ProtoNet
@@ -467,6 +468,13 @@ _ALGORITHMS = {
             "protonet",
             ProtoNet,
             "classifies by distance to class-mean embeddings",
+            {"transductive_eval": False},
+            tasks=("classification",),
+        ),
+        Algorithm(
+            "matchingnet",
+            MatchingNet,
+            "classifies by attention over the support examples' embeddings",
             {"transductive_eval": False},
             tasks=("classification",),
         ),

@@ -1,0 +1,223 @@
+"""Matching Networks: attention over the labelled support examples."""
+
+import keras
+import torch
+
+from metakeras.layers.batch_normalization import _discarding_moving_statistics
+from metakeras.models.meta_model import _check_flag
+from metakeras.models.protonet import ProtoNet, _EmbeddingClassifier
+
+
+def matching_logits(embeddings, support, support_y, ways, scale=10.0):
+    """Class scores of Matching Networks: attention over the support examples.
+
+    Each query attends to every support example with the softmax of their
+    scaled cosine similarities, and a class's probability is the attention
+    on its examples: `p(c | q) = sum_{i: y_i = c} softmax_i(scale *
+    cos(q, s_i))`. The returned logits are `log p(c | q)` up to a constant
+    per query (a log-sum-exp over each class's examples), so a softmax of
+    them gives `p` exactly and a cross-entropy from logits trains it.
+
+    Args:
+        embeddings: `(n, d)` query embeddings.
+        support: `(k, d)` support embeddings.
+        support_y: `(k,)` integer labels `0..ways-1`.
+        ways: number of classes.
+        scale: multiplier of the cosine similarities (a temperature).
+            Defaults to `10.0`.
+
+    Returns:
+        `(n, ways)` logits.
+
+    Example:
+
+    >>> import torch
+    >>> logits = matching_logits(
+    ...     torch.eye(2), torch.eye(2), torch.tensor([0, 1]), ways=2
+    ... )
+    >>> logits.argmax(-1).tolist()
+    [0, 1]
+    """
+    q = embeddings / (embeddings.norm(dim=-1, keepdim=True) + 1e-8)
+    s = support / (support.norm(dim=-1, keepdim=True) + 1e-8)
+    attention = scale * q @ s.T
+    # Comparison with arange (not one_hot) so that it works under vmap.
+    members = support_y[:, None] == torch.arange(ways, device=support_y.device)
+    masked = attention[:, :, None].masked_fill(~members[None], float("-inf"))
+    return torch.logsumexp(masked, dim=1)
+
+
+@keras.saving.register_keras_serializable(package="metakeras")
+class MatchingNet(ProtoNet):
+    """Matching Networks (Vinyals et al., NeurIPS 2016), without full context.
+
+    A query is labelled by attention over the support set: the softmax of
+    its cosine similarity to each support example's embedding, summed per
+    class (`matching_logits`). Like ProtoNet it has no inner loop, and
+    meta-training shapes the embedding for this classifier; unlike ProtoNet
+    every support example counts on its own, not through its class mean.
+    The full-context embeddings of the paper (LSTMs reading the whole
+    support set) are not included. Episodes, label checks, BatchNormalization
+    (`transductive_eval`) and `adapt` work as in `ProtoNet`.
+
+    Args:
+        learner: a `keras.Model` mapping inputs to embeddings `(batch, d)`,
+            e.g. `metakeras.models.conv4()` without a head.
+        scale: multiplier of the cosine similarities, a temperature: the
+            paper's attention uses 1, which keeps the probabilities soft
+            (cosines lie in [-1, 1]); 10 trains faster. Defaults to `10.0`.
+        transductive_eval: embed support and query sets with their batch
+            statistics at evaluation. Defaults to `False`.
+        vectorize_tasks: as in `MetaModel`. Defaults to `"auto"`.
+        **kwargs: passed to `keras.Model`.
+
+    Example:
+
+    ```python
+    model = metakeras.MatchingNet(metakeras.models.conv4())
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(tasks, epochs=10)
+    classifier = model.adapt(support_x, support_y)  # a MatchingClassifier
+    ```
+    """
+
+    def __init__(
+        self,
+        learner,
+        scale=10.0,
+        transductive_eval=False,
+        vectorize_tasks="auto",
+        **kwargs,
+    ):
+        kwargs.pop("distance", None)
+        super().__init__(
+            learner,
+            distance="cosine",
+            scale=scale,
+            transductive_eval=transductive_eval,
+            vectorize_tasks=vectorize_tasks,
+            **kwargs,
+        )
+
+    def _task_forward(
+        self, weights, state, support_x, support_y, query_x, training, context
+    ):
+        training = training or self.transductive_eval
+        with _discarding_moving_statistics():
+            support, _ = self._forward(weights, state, support_x, training=training)
+        query, new_state = self._forward(weights, state, query_x, training=training)
+        logits = matching_logits(
+            query, support, support_y, context["ways"], self._scale
+        )
+        return logits, new_state
+
+    def adapt(self, support_x, support_y, steps=None, transductive=None):
+        """Embeds one task's support set and returns its classifier.
+
+        Args:
+            support_x: the task's labelled inputs, `(examples, *features)`.
+            support_y: integer labels `0..N-1`, `(examples,)`.
+            steps: must be `None` (no gradient steps).
+            transductive: as in `ProtoNet.adapt`. Defaults to `None` (the
+                model's `transductive_eval`).
+
+        Returns:
+            A `MatchingClassifier` (a `keras.Model`) whose `predict`
+            returns `(n, N)` logits.
+        """
+        support = self._embedded_support(support_x, support_y, steps, transductive)
+        embeddings, support_y, ways, embedding, transductive = support
+        classifier = MatchingClassifier(
+            embedding,
+            num_classes=ways,
+            support_size=int(embeddings.shape[0]),
+            embedding_dim=int(embeddings.shape[-1]),
+            scale=self._scale,
+            batch_statistics=transductive,
+        )
+        classifier.support.assign(embeddings)
+        classifier.support_labels.assign(support_y.to(torch.int32))
+        return classifier
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("distance")
+        return config
+
+
+@keras.saving.register_keras_serializable(package="metakeras")
+class MatchingClassifier(_EmbeddingClassifier):
+    """Labels inputs by attention over stored support embeddings.
+
+    Returned by `MatchingNet.adapt`. `predict` returns logits
+    `(n, num_classes)`.
+
+    Args:
+        embedding: the embedding `keras.Model`.
+        num_classes: number of classes.
+        support_size: number of support examples.
+        embedding_dim: size of an embedding.
+        scale: multiplier of the cosine similarities. Defaults to `10.0`.
+        batch_statistics: embed every predicted batch with its own batch
+            statistics, as in `PrototypeClassifier`. Defaults to `False`.
+        **kwargs: passed to `keras.Model`.
+
+    Example:
+
+    ```python
+    classifier = matching_net.adapt(support_x, support_y)
+    labels = classifier.predict(query_x).argmax(-1)
+    ```
+    """
+
+    _CONFIG = (
+        "num_classes",
+        "support_size",
+        "embedding_dim",
+        "scale",
+        "batch_statistics",
+    )
+
+    def __init__(
+        self,
+        embedding,
+        num_classes,
+        support_size,
+        embedding_dim,
+        scale=10.0,
+        batch_statistics=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _check_flag(batch_statistics, "batch_statistics")
+        self.embedding = embedding
+        self.num_classes = int(num_classes)
+        self.support_size = int(support_size)
+        self.embedding_dim = int(embedding_dim)
+        self.scale = float(scale)
+        self.batch_statistics = batch_statistics
+        self.support = self.add_weight(
+            shape=(self.support_size, self.embedding_dim),
+            initializer="zeros",
+            trainable=False,
+            name="support",
+        )
+        self.support_labels = self.add_weight(
+            shape=(self.support_size,),
+            initializer="zeros",
+            dtype="int32",
+            trainable=False,
+            name="support_labels",
+        )
+        if embedding.built:
+            self.built = True
+
+    def call(self, inputs, training=False):
+        return matching_logits(
+            self._embed(inputs, training),
+            self.support.value,
+            self.support_labels.value,
+            self.num_classes,
+            self.scale,
+        )
