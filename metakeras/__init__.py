@@ -20,6 +20,7 @@ from metakeras.inner import InnerLoop  # noqa: E402
 from metakeras.models import (  # noqa: E402
     ANIL,
     MAML,
+    R2D2,
     MatchingNet,
     MetaModel,
     MetaSGD,
@@ -37,6 +38,7 @@ __all__ = [
     "MetaSGD",
     "ProtoNet",
     "MatchingNet",
+    "R2D2",
     "Reptile",
     "initializers",
     "layers",

@@ -18,7 +18,16 @@ from metakeras.models import registry
 from metakeras.sklearn import MetaClassifier, MetaRegressor
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "matchingnet")
+NAMES = (
+    "maml",
+    "fomaml",
+    "metasgd",
+    "anil",
+    "reptile",
+    "protonet",
+    "matchingnet",
+    "r2d2",
+)
 
 
 # ------------------------------------------------------------- registry
@@ -27,7 +36,7 @@ NAMES = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "matchingne
 def test_names_and_classes():
     assert metakeras.models.available() == NAMES
     assert registry.available("classification") == NAMES
-    assert registry.available("regression") == NAMES[:-2]
+    assert registry.available("regression") == NAMES[:-3]
     classes = {name: metakeras.models.get(name).cls for name in NAMES}
     assert classes == {
         "maml": metakeras.MAML,
@@ -37,8 +46,9 @@ def test_names_and_classes():
         "reptile": metakeras.Reptile,
         "protonet": metakeras.ProtoNet,
         "matchingnet": metakeras.MatchingNet,
+        "r2d2": metakeras.R2D2,
     }
-    assert [n for n in NAMES if registry.get(n).inner_loop] == list(NAMES[:-2])
+    assert [n for n in NAMES if registry.get(n).inner_loop] == list(NAMES[:-3])
     assert not registry.get("protonet").head and registry.get("anil").head
     assert registry.get(registry.get("anil")) is registry.get("anil")
 

@@ -17,6 +17,7 @@ from metakeras.models.matching_net import (
 from metakeras.models.meta_model import MetaModel
 from metakeras.models.meta_sgd import MetaSGD
 from metakeras.models.protonet import ProtoNet, PrototypeClassifier, prototype_logits
+from metakeras.models.r2d2 import R2D2, RidgeClassifier, ridge_logits
 from metakeras.models.registry import Algorithm, available, get
 from metakeras.models.reptile import Reptile
 from metakeras.models.resnet12 import resnet12
@@ -31,7 +32,9 @@ __all__ = [
     "MetaSGD",
     "PrototypeClassifier",
     "ProtoNet",
+    "R2D2",
     "Reptile",
+    "RidgeClassifier",
     "available",
     "conv4",
     "get",
@@ -40,4 +43,5 @@ __all__ = [
     "prototype_logits",
     "registry",
     "resnet12",
+    "ridge_logits",
 ]

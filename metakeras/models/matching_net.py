@@ -3,7 +3,6 @@
 import keras
 import torch
 
-from metakeras.layers.batch_normalization import _discarding_moving_statistics
 from metakeras.models.meta_model import _check_flag
 from metakeras.models.protonet import ProtoNet, _EmbeddingClassifier
 
@@ -100,17 +99,8 @@ class MatchingNet(ProtoNet):
             **kwargs,
         )
 
-    def _task_forward(
-        self, weights, state, support_x, support_y, query_x, training, context
-    ):
-        training = training or self.transductive_eval
-        with _discarding_moving_statistics():
-            support, _ = self._forward(weights, state, support_x, training=training)
-        query, new_state = self._forward(weights, state, query_x, training=training)
-        logits = matching_logits(
-            query, support, support_y, context["ways"], self._scale
-        )
-        return logits, new_state
+    def _task_logits(self, query, support, support_y, ways):
+        return matching_logits(query, support, support_y, ways, self._scale)
 
     def adapt(self, support_x, support_y, steps=None, transductive=None):
         """Embeds one task's support set and returns its classifier.

@@ -194,9 +194,12 @@ class ProtoNet(MetaModel):
         with _discarding_moving_statistics():
             support, _ = self._forward(weights, state, support_x, training=training)
         query, new_state = self._forward(weights, state, query_x, training=training)
-        prototypes = _class_means(support, support_y, context["ways"])
-        logits = prototype_logits(query, prototypes, self.distance, self._scale)
-        return logits, new_state
+        return self._task_logits(query, support, support_y, context["ways"]), new_state
+
+    def _task_logits(self, query, support, support_y, ways):
+        """One task's query logits from its embeddings (the classifier's rule)."""
+        prototypes = _class_means(support, support_y, ways)
+        return prototype_logits(query, prototypes, self.distance, self._scale)
 
     def adapt(self, support_x, support_y, steps=None, transductive=None):
         """Computes the prototypes of one task and returns its classifier.

@@ -1,0 +1,237 @@
+"""R2D2: a differentiable closed-form ridge-regression head on any embedding."""
+
+import math
+
+import keras
+import torch
+
+from metakeras.models.protonet import ProtoNet, _EmbeddingClassifier
+
+
+def ridge_logits(embeddings, support, support_y, ways, regularizer, scale, bias):
+    """Class scores of a ridge regression fitted to one task's support set.
+
+    The head `W` regresses the support set's one-hot labels `Y` on its
+    embeddings `X` with an L2 penalty `regularizer`, in closed form through
+    the Woodbury identity, which solves an `n x n` system in the number of
+    support examples `n` instead of `d x d` in the embedding size:
+    `W = X^T (X X^T + regularizer * I)^-1 Y`. Queries score `scale * Q W +
+    bias`. Every step is differentiable, so meta-training shapes the
+    embedding for this head (Bertinetto et al., "Meta-learning with
+    differentiable closed-form solvers", ICLR 2019).
+
+    Args:
+        embeddings: `(m, d)` query embeddings.
+        support: `(n, d)` support embeddings.
+        support_y: `(n,)` integer labels `0..ways-1`.
+        ways: number of classes.
+        regularizer: the ridge penalty (a positive scalar tensor).
+        scale: multiplier of the scores.
+        bias: added to every score.
+
+    Returns:
+        `(m, ways)` logits.
+
+    Example:
+
+    >>> import torch
+    >>> logits = ridge_logits(torch.eye(2), torch.eye(2), torch.tensor([0, 1]),
+    ...                       ways=2, regularizer=torch.tensor(0.1),
+    ...                       scale=1.0, bias=0.0)
+    >>> logits.argmax(-1).tolist()
+    [0, 1]
+    """
+    weights = ridge_weights(support, support_y, ways, regularizer)
+    return scale * embeddings @ weights + bias
+
+
+def ridge_weights(support, support_y, ways, regularizer):
+    """The ridge head `X^T (X X^T + regularizer * I)^-1 Y`, `(d, ways)`.
+
+    Args:
+        support: `(n, d)` support embeddings.
+        support_y: `(n,)` integer labels `0..ways-1`.
+        ways: number of classes.
+        regularizer: the ridge penalty (a positive scalar tensor).
+
+    Returns:
+        `(d, ways)` weights.
+    """
+    # Comparison with arange (not one_hot) so that it works under vmap.
+    targets = (support_y[:, None] == torch.arange(ways, device=support_y.device)).to(
+        support.dtype
+    )
+    gram = support @ support.T
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    return support.T @ torch.linalg.solve(gram + regularizer * eye, targets)
+
+
+@keras.saving.register_keras_serializable(package="metakeras")
+class R2D2(ProtoNet):
+    """R2D2: ridge regression on the support embeddings as the task's head.
+
+    Like ProtoNet there is no inner gradient loop: each task's head is the
+    closed-form ridge regression of its support labels on their embeddings
+    (`ridge_logits`, solved with the Woodbury identity in the support size),
+    and meta-training backpropagates through that solution into the
+    embedding. Three scalars are meta-learned with it, as in the paper: the
+    ridge penalty (kept positive through its logarithm) and the scale and
+    bias of the scores. Episodes, label checks, BatchNormalization
+    (`transductive_eval`) and `adapt` work as in `ProtoNet`.
+
+    Reference: Bertinetto, Henriques, Torr and Vedaldi, "Meta-learning with
+    differentiable closed-form solvers", ICLR 2019.
+
+    Args:
+        learner: a `keras.Model` mapping inputs to embeddings `(batch, d)`,
+            e.g. `metakeras.models.conv4()` without a head.
+        regularizer: the ridge penalty's starting value. Defaults to `1.0`.
+        scale: the scores' starting multiplier: ridge scores of one-hot
+            targets lie near [0, 1], so a softmax over them needs a larger
+            scale. Defaults to `10.0`.
+        transductive_eval: embed support and query sets with their batch
+            statistics at evaluation. Defaults to `False`.
+        vectorize_tasks: as in `MetaModel`. Defaults to `"auto"`.
+        **kwargs: passed to `keras.Model`.
+
+    Example:
+
+    ```python
+    model = metakeras.R2D2(metakeras.models.conv4())
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(tasks, epochs=10)
+    classifier = model.adapt(support_x, support_y)  # a RidgeClassifier
+    ```
+    """
+
+    def __init__(
+        self,
+        learner,
+        regularizer=1.0,
+        scale=10.0,
+        transductive_eval=False,
+        vectorize_tasks="auto",
+        **kwargs,
+    ):
+        kwargs.pop("distance", None)
+        super().__init__(
+            learner,
+            scale=scale,
+            transductive_eval=transductive_eval,
+            vectorize_tasks=vectorize_tasks,
+            **kwargs,
+        )
+        for name, value in (("regularizer", regularizer), ("scale", scale)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not value > 0
+            ):
+                raise ValueError(
+                    f"`{name}` must be a positive number. Received: {name}={value!r}"
+                )
+        self.regularizer = float(regularizer)
+        self.log_regularizer = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(math.log(regularizer)),
+            name="log_regularizer",
+        )
+        self.score_scale = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(float(scale)),
+            name="score_scale",
+        )
+        self.score_bias = self.add_weight(
+            shape=(), initializer="zeros", name="score_bias"
+        )
+
+    def _head_parameters(self):
+        return (
+            torch.exp(self.log_regularizer.value),
+            self.score_scale.value,
+            self.score_bias.value,
+        )
+
+    def _task_logits(self, query, support, support_y, ways):
+        return ridge_logits(query, support, support_y, ways, *self._head_parameters())
+
+    def adapt(self, support_x, support_y, steps=None, transductive=None):
+        """Fits one task's ridge head and returns its classifier.
+
+        Args:
+            support_x: the task's labelled inputs, `(examples, *features)`.
+            support_y: integer labels `0..N-1`, `(examples,)`.
+            steps: must be `None` (no gradient steps).
+            transductive: as in `ProtoNet.adapt`. Defaults to `None` (the
+                model's `transductive_eval`).
+
+        Returns:
+            A `RidgeClassifier` (a `keras.Model`) whose `predict` returns
+            `(n, N)` logits.
+        """
+        support = self._embedded_support(support_x, support_y, steps, transductive)
+        embeddings, support_y, ways, embedding, transductive = support
+        regularizer, scale, bias = self._head_parameters()
+        with torch.no_grad():
+            weights = scale * ridge_weights(embeddings, support_y, ways, regularizer)
+        classifier = RidgeClassifier(
+            embedding,
+            num_classes=ways,
+            embedding_dim=int(embeddings.shape[-1]),
+            batch_statistics=transductive,
+        )
+        classifier.kernel.assign(weights)
+        classifier.bias.assign(bias.detach() * torch.ones(ways))
+        return classifier
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("distance")
+        config["regularizer"] = self.regularizer
+        return config
+
+
+@keras.saving.register_keras_serializable(package="metakeras")
+class RidgeClassifier(_EmbeddingClassifier):
+    """A linear head fitted by `R2D2.adapt` on top of the embedding.
+
+    Args:
+        embedding: the embedding `keras.Model`.
+        num_classes: number of classes.
+        embedding_dim: size of an embedding.
+        batch_statistics: embed every predicted batch with its own batch
+            statistics, as in `PrototypeClassifier`. Defaults to `False`.
+        **kwargs: passed to `keras.Model`.
+
+    Example:
+
+    ```python
+    classifier = r2d2.adapt(support_x, support_y)
+    labels = classifier.predict(query_x).argmax(-1)
+    ```
+    """
+
+    _CONFIG = ("num_classes", "embedding_dim", "batch_statistics")
+
+    def __init__(
+        self, embedding, num_classes, embedding_dim, batch_statistics=False, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.embedding = embedding
+        self.num_classes = int(num_classes)
+        self.embedding_dim = int(embedding_dim)
+        self.batch_statistics = bool(batch_statistics)
+        self.kernel = self.add_weight(
+            shape=(self.embedding_dim, self.num_classes),
+            initializer="zeros",
+            trainable=False,
+            name="kernel",
+        )
+        self.bias = self.add_weight(
+            shape=(self.num_classes,), initializer="zeros", trainable=False, name="bias"
+        )
+        if embedding.built:
+            self.built = True
+
+    def call(self, inputs, training=False):
+        return self._embed(inputs, training) @ self.kernel.value + self.bias.value
