@@ -164,3 +164,21 @@ def test_multi_input_learners_are_refused_up_front():
     )
     with pytest.raises(ValueError, match="The learner has 2 outputs"):
         metakeras.ProtoNet(two)
+
+
+def test_fit_auto_verbosity_is_one_line_per_epoch_off_a_terminal(capsys):
+    model = compiled(metakeras.MAML(learner(), inner_learning_rate=0.1))
+    source = metakeras.tasks.TaskSampler(
+        np.random.default_rng(0).normal(size=(30, 4)).astype("float32"),
+        np.repeat(np.arange(3), 10),
+        ways=3,
+        shots=2,
+        queries=2,
+        meta_batch_size=2,
+        steps=20,
+        seed=0,
+    )
+    model.fit(source, epochs=2)  # verbose="auto", output captured: not a terminal
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 4, lines  # "Epoch i/2" and one summary line per epoch
+    assert lines[1].startswith("20/20")

@@ -93,7 +93,7 @@ history = model.fit(
         keras.callbacks.CSVLogger(os.path.join(OUTPUT, "history.csv")),
         keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True),
     ],
-    verbose=0 if FAST else 1,
+    verbose=0 if FAST else "auto",
 )
 plot_history(history, os.path.join(OUTPUT, "training_curves.png"))
 print("final query MSE after adaptation:", history.history["loss"][-1])

@@ -138,7 +138,7 @@ model.compile(
     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     metrics=["accuracy"],
 )
-history = model.fit(train_tasks, epochs=1 if FAST else 5, verbose=0 if FAST else 1)
+history = model.fit(train_tasks, epochs=1 if FAST else 5, verbose=0 if FAST else "auto")
 plots.plot_history(history, os.path.join(OUTPUT, "training_curves.png"))
 
 # %% [markdown]

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from metakeras import _keras_compat, distributed
+from metakeras._progress import resolve_verbose
 from metakeras.config import _tune_malloc_for_training
 from metakeras.layers.batch_normalization import _discarding_moving_statistics
 from metakeras.models import _resume
@@ -301,7 +302,10 @@ class MetaModel(_keras_compat.BuildHook, keras.Model):
             batch_size: tasks per meta-batch when `x` holds arrays.
                 Defaults to `None`.
             epochs: as in Keras. Defaults to `1`.
-            verbose: as in Keras. Defaults to `"auto"`.
+            verbose: as in Keras; `"auto"` is a progress bar (1) on an
+                interactive terminal and a line per epoch (2) otherwise, so
+                logs do not fill with a line per update. Defaults to
+                `"auto"`.
             callbacks: as in Keras. Defaults to `None`.
             **kwargs: the other `keras.Model.fit` arguments.
 
@@ -317,6 +321,8 @@ class MetaModel(_keras_compat.BuildHook, keras.Model):
         """
         if isinstance(x, dict):
             validate_episode(*unpack_episode(x), num_classes=None)
+        if isinstance(verbose, str) and verbose == "auto":
+            verbose = resolve_verbose(verbose)
         return super().fit(
             x,
             y,
