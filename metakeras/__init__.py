@@ -25,6 +25,7 @@ from metakeras.models import (  # noqa: E402
     MetaModel,
     MetaSGD,
     ProtoNet,
+    RelationNet,
     Reptile,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "ProtoNet",
     "MatchingNet",
     "R2D2",
+    "RelationNet",
     "Reptile",
     "initializers",
     "layers",

@@ -27,6 +27,7 @@ NAMES = (
     "protonet",
     "matchingnet",
     "r2d2",
+    "relationnet",
 )
 
 
@@ -36,7 +37,7 @@ NAMES = (
 def test_names_and_classes():
     assert metakeras.models.available() == NAMES
     assert registry.available("classification") == NAMES
-    assert registry.available("regression") == NAMES[:-3]
+    assert registry.available("regression") == NAMES[:-4]
     classes = {name: metakeras.models.get(name).cls for name in NAMES}
     assert classes == {
         "maml": metakeras.MAML,
@@ -47,8 +48,9 @@ def test_names_and_classes():
         "protonet": metakeras.ProtoNet,
         "matchingnet": metakeras.MatchingNet,
         "r2d2": metakeras.R2D2,
+        "relationnet": metakeras.RelationNet,
     }
-    assert [n for n in NAMES if registry.get(n).inner_loop] == list(NAMES[:-3])
+    assert [n for n in NAMES if registry.get(n).inner_loop] == list(NAMES[:-4])
     assert not registry.get("protonet").head and registry.get("anil").head
     assert registry.get(registry.get("anil")) is registry.get("anil")
 

@@ -19,6 +19,12 @@ from metakeras.models.meta_sgd import MetaSGD
 from metakeras.models.protonet import ProtoNet, PrototypeClassifier, prototype_logits
 from metakeras.models.r2d2 import R2D2, RidgeClassifier, ridge_logits
 from metakeras.models.registry import Algorithm, available, get
+from metakeras.models.relation_net import (
+    RelationClassifier,
+    RelationNet,
+    relation_logits,
+    relation_module,
+)
 from metakeras.models.reptile import Reptile
 from metakeras.models.resnet12 import resnet12
 
@@ -33,6 +39,8 @@ __all__ = [
     "PrototypeClassifier",
     "ProtoNet",
     "R2D2",
+    "RelationClassifier",
+    "RelationNet",
     "Reptile",
     "RidgeClassifier",
     "available",
@@ -42,6 +50,8 @@ __all__ = [
     "presets",
     "prototype_logits",
     "registry",
+    "relation_logits",
+    "relation_module",
     "resnet12",
     "ridge_logits",
 ]

@@ -14,18 +14,18 @@ their defaults for a task type (`"classification"` or `"regression"`), and
 Defaults, per algorithm (`-`: the setting does not apply; the command line
 refuses it, the estimators ignore it):
 
-| setting | maml | fomaml | metasgd | anil | reptile | protonet | matchingnet | r2d2 |
-|---|---|---|---|---|---|---|---|---|
-| `inner_steps` | 1 | 1 | 1 | 1 | 5 | - | - | - |
-| `inner_learning_rate` | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | - | - | - |
-| `first_order` | False | True (fixed) | False | False | True (fixed) | - | - | - |
-| `inner_batch_size` | None | None | None | None | None | - | - | - |
-| `inner_shuffle` | True | True | True | True | True | - | - | - |
-| `inner_clipnorm` | None | None | None | None | None | - | - | - |
-| `inner_global_clipnorm` | None | None | None | None | None | - | - | - |
-| `per_step_bn_statistics` | False | False | False | False | - | - | - | - |
-| `transductive_eval` | False | False | False | False | False | False | False | False |
-| `zero_head` | False | False | False | False | False | - | - | - |
+| setting | maml | fomaml | metasgd | anil | reptile | protonet | matchingnet | r2d2 | relationnet |
+|---|---|---|---|---|---|---|---|---|---|
+| `inner_steps` | 1 | 1 | 1 | 1 | 5 | - | - | - | - |
+| `inner_learning_rate` | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | - | - | - | - |
+| `first_order` | False | True (fixed) | False | False | True (fixed) | - | - | - | - |
+| `inner_batch_size` | None | None | None | None | None | - | - | - | - |
+| `inner_shuffle` | True | True | True | True | True | - | - | - | - |
+| `inner_clipnorm` | None | None | None | None | None | - | - | - | - |
+| `inner_global_clipnorm` | None | None | None | None | None | - | - | - | - |
+| `per_step_bn_statistics` | False | False | False | False | - | - | - | - | - |
+| `transductive_eval` | False | False | False | False | False | False | False | False | False |
+| `zero_head` | False | False | False | False | False | - | - | - | - |
 
 Why these values:
 
@@ -55,6 +55,7 @@ from metakeras.models.meta_model import MetaModel
 from metakeras.models.meta_sgd import MetaSGD
 from metakeras.models.protonet import ProtoNet
 from metakeras.models.r2d2 import R2D2
+from metakeras.models.relation_net import RelationNet
 from metakeras.models.reptile import Reptile
 
 TASKS = ("classification", "regression")
@@ -483,6 +484,13 @@ _ALGORITHMS = {
             "r2d2",
             R2D2,
             "a closed-form ridge-regression head on the support embeddings",
+            {"transductive_eval": False},
+            tasks=("classification",),
+        ),
+        Algorithm(
+            "relationnet",
+            RelationNet,
+            "a learned relation module scores each query against each class",
             {"transductive_eval": False},
             tasks=("classification",),
         ),

@@ -1,0 +1,253 @@
+"""Relation Networks: a learned module scores each query against each class."""
+
+import keras
+import torch
+
+from metakeras.models.protonet import ProtoNet, _class_means, _EmbeddingClassifier
+
+
+def relation_module(units=8):
+    """The default relation module: an MLP scoring one (query, class) pair.
+
+    Args:
+        units: width of its hidden layer. Defaults to `8`, as in the paper's
+            Omniglot module.
+
+    Returns:
+        A `keras.Sequential` mapping `(pairs, 2 * d)` to `(pairs, 1)` scores
+        (built on first use, when `d` is known).
+
+    Example:
+
+    >>> relation_module(units=16).layers[0].units
+    16
+    """
+    return keras.Sequential(
+        [
+            keras.layers.Dense(units, activation="relu", name="relation_hidden"),
+            keras.layers.Dense(1, name="relation_score"),
+        ],
+        name="relation",
+    )
+
+
+def relation_logits(embeddings, prototypes, relation):
+    """Scores every (query, class) pair with the relation module.
+
+    Each query embedding is concatenated with each class's representative
+    (the mean of its support embeddings) and the relation module maps the
+    pair to one score; the scores are the class logits.
+
+    Args:
+        embeddings: `(m, d)` query embeddings.
+        prototypes: `(ways, d)` class representatives.
+        relation: a Keras model mapping `(pairs, 2 * d)` to `(pairs, 1)`.
+
+    Returns:
+        `(m, ways)` logits.
+
+    Example:
+
+    >>> import torch
+    >>> relation = relation_module()
+    >>> relation_logits(torch.ones(3, 4), torch.zeros(2, 4), relation).shape
+    torch.Size([3, 2])
+    """
+    m, ways = embeddings.shape[0], prototypes.shape[0]
+    pairs = torch.cat(
+        [
+            embeddings[:, None, :].expand(m, ways, -1),
+            prototypes[None, :, :].expand(m, ways, -1),
+        ],
+        dim=-1,
+    )
+    return relation(pairs.reshape(m * ways, -1)).reshape(m, ways)
+
+
+@keras.saving.register_keras_serializable(package="metakeras")
+class RelationNet(ProtoNet):
+    """Relation Networks (Sung et al., CVPR 2018): a learned similarity.
+
+    Where ProtoNet fixes the metric (a distance to class means), a Relation
+    Network learns it: a relation module scores each pair of a query's
+    embedding and a class's mean support embedding, and the scores are the
+    class logits. The embedding and the relation module are meta-trained
+    together. The paper's modules work on convolutional feature maps and
+    regress the scores to one-hot targets with a mean squared error; here
+    the module reads flat embeddings (any learner's output) and the scores
+    are trained with the compiled loss (a cross-entropy from logits).
+    Episodes, label checks, BatchNormalization (`transductive_eval`) and
+    `adapt` work as in `ProtoNet`.
+
+    Args:
+        learner: a `keras.Model` mapping inputs to embeddings `(batch, d)`,
+            e.g. `metakeras.models.conv4()` without a head.
+        relation: a Keras model mapping `(pairs, 2 * d)` to `(pairs, 1)`.
+            Defaults to `None` (`relation_module()`: Dense 8 with ReLU, then
+            Dense 1).
+        transductive_eval: embed support and query sets with their batch
+            statistics at evaluation. Defaults to `False`.
+        vectorize_tasks: as in `MetaModel`. Defaults to `"auto"`.
+        **kwargs: passed to `keras.Model`.
+
+    Example:
+
+    ```python
+    model = metakeras.RelationNet(metakeras.models.conv4())
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(tasks, epochs=10)
+    classifier = model.adapt(support_x, support_y)  # a RelationClassifier
+    ```
+    """
+
+    def __init__(
+        self,
+        learner,
+        relation=None,
+        transductive_eval=False,
+        vectorize_tasks="auto",
+        **kwargs,
+    ):
+        kwargs.pop("distance", None)
+        kwargs.pop("scale", None)
+        super().__init__(
+            learner,
+            transductive_eval=transductive_eval,
+            vectorize_tasks=vectorize_tasks,
+            **kwargs,
+        )
+        if relation is None:
+            relation = relation_module()
+        if not isinstance(relation, keras.Model):
+            raise ValueError(
+                f"`relation` must be a keras.Model. Received: {type(relation).__name__}"
+            )
+        self.relation = relation
+        if self._learner_output_shape is not None:
+            self._build_relation()
+
+    def _build_learner(self, support_x):
+        super()._build_learner(support_x)
+        self._build_relation()
+
+    def _build_relation(self):
+        if not self.relation.built:
+            width = int(self._learner_output_shape[-1])
+            self.relation.build((None, 2 * width))
+
+    def _task_logits(self, query, support, support_y, ways):
+        prototypes = _class_means(support, support_y, ways)
+        return relation_logits(query, prototypes, self.relation)
+
+    def adapt(self, support_x, support_y, steps=None, transductive=None):
+        """Computes one task's class representatives and returns its classifier.
+
+        Args:
+            support_x: the task's labelled inputs, `(examples, *features)`.
+            support_y: integer labels `0..N-1`, `(examples,)`.
+            steps: must be `None` (no gradient steps).
+            transductive: as in `ProtoNet.adapt`. Defaults to `None` (the
+                model's `transductive_eval`).
+
+        Returns:
+            A `RelationClassifier` (a `keras.Model`) whose `predict` returns
+            `(n, N)` logits.
+        """
+        support = self._embedded_support(support_x, support_y, steps, transductive)
+        embeddings, support_y, ways, embedding, transductive = support
+        with torch.no_grad():
+            prototypes = _class_means(embeddings, support_y, ways)
+        relation = keras.models.clone_model(self.relation)
+        relation.build((None, 2 * int(embeddings.shape[-1])))
+        relation.set_weights(self.relation.get_weights())
+        classifier = RelationClassifier(
+            embedding,
+            relation,
+            num_classes=ways,
+            embedding_dim=int(embeddings.shape[-1]),
+            batch_statistics=transductive,
+        )
+        classifier.prototypes.assign(prototypes)
+        return classifier
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("distance", "scale"):
+            config.pop(key)
+        return _with_relation(config, self.relation)
+
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(_relation_from(config))
+
+
+@keras.saving.register_keras_serializable(package="metakeras")
+class RelationClassifier(_EmbeddingClassifier):
+    """Scores inputs against stored class representatives with a relation module.
+
+    Returned by `RelationNet.adapt`. `predict` returns logits
+    `(n, num_classes)`.
+
+    Args:
+        embedding: the embedding `keras.Model`.
+        relation: the relation `keras.Model`.
+        num_classes: number of classes.
+        embedding_dim: size of an embedding.
+        batch_statistics: embed every predicted batch with its own batch
+            statistics, as in `PrototypeClassifier`. Defaults to `False`.
+        **kwargs: passed to `keras.Model`.
+
+    Example:
+
+    ```python
+    classifier = relation_net.adapt(support_x, support_y)
+    labels = classifier.predict(query_x).argmax(-1)
+    ```
+    """
+
+    _CONFIG = ("num_classes", "embedding_dim", "batch_statistics")
+
+    def __init__(
+        self,
+        embedding,
+        relation,
+        num_classes,
+        embedding_dim,
+        batch_statistics=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.embedding = embedding
+        self.relation = relation
+        self.num_classes = int(num_classes)
+        self.embedding_dim = int(embedding_dim)
+        self.batch_statistics = bool(batch_statistics)
+        self.prototypes = self.add_weight(
+            shape=(self.num_classes, self.embedding_dim),
+            initializer="zeros",
+            trainable=False,
+            name="prototypes",
+        )
+        if embedding.built and relation.built:
+            self.built = True
+
+    def call(self, inputs, training=False):
+        return relation_logits(
+            self._embed(inputs, training), self.prototypes.value, self.relation
+        )
+
+    def get_config(self):
+        return _with_relation(super().get_config(), self.relation)
+
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(_relation_from(config))
+
+
+def _with_relation(config, relation):
+    return {**config, "relation": keras.saving.serialize_keras_object(relation)}
+
+
+def _relation_from(config):
+    relation = keras.saving.deserialize_keras_object(config["relation"])
+    return {**config, "relation": relation}
