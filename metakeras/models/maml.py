@@ -5,8 +5,10 @@ import torch
 
 from metakeras import _keras_compat
 from metakeras.inner import resolve_inner
+from metakeras.models._adaptation import select_examples
+from metakeras.models._checks import check_flag
 from metakeras.models._cloning import learner_with_weights
-from metakeras.models.meta_model import MetaModel, _check_flag, _select
+from metakeras.models.meta_model import MetaModel
 
 
 @keras.saving.register_keras_serializable(package="metakeras")
@@ -155,8 +157,8 @@ class MAML(MetaModel):
             adapt_layers = list(adapt_layers)
             if not adapt_layers:
                 raise ValueError("`adapt_layers` must name at least one layer.")
-        _check_flag(transductive_eval, "transductive_eval")
-        _check_flag(per_step_bn_statistics, "per_step_bn_statistics")
+        check_flag(transductive_eval, "transductive_eval")
+        check_flag(per_step_bn_statistics, "per_step_bn_statistics")
         self.adapt_layers = adapt_layers
         self.transductive_eval = transductive_eval
         self.per_step_bn_statistics = per_step_bn_statistics
@@ -251,7 +253,7 @@ class MAML(MetaModel):
         """`loss(weights, index, step) -> (loss, new learner state)`."""
 
         def loss(weights, index=None, step=0):
-            x_, y_ = _select(x, y, index)
+            x_, y_ = select_examples(x, y, index)
             state = self._state_at(learner_state, stacks, step)
             predictions, new_state = self._forward(weights, state, x_, training=True)
             return self._task_loss(y_, predictions), [

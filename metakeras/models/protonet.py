@@ -5,8 +5,9 @@ import numpy as np
 import torch
 
 from metakeras.layers.batch_normalization import _discarding_moving_statistics
+from metakeras.models._checks import check_flag
 from metakeras.models._cloning import learner_with_weights
-from metakeras.models.meta_model import MetaModel, _check_flag
+from metakeras.models.meta_model import MetaModel
 
 DISTANCES = ("euclidean", "cosine")
 
@@ -105,7 +106,7 @@ class ProtoNet(MetaModel):
         **kwargs,
     ):
         super().__init__(learner, vectorize_tasks=vectorize_tasks, **kwargs)
-        _check_flag(transductive_eval, "transductive_eval")
+        check_flag(transductive_eval, "transductive_eval")
         if distance not in DISTANCES:
             raise ValueError(
                 f"`distance` must be one of {list(DISTANCES)}. Received: {distance!r}"
@@ -239,7 +240,7 @@ class ProtoNet(MetaModel):
         """
         if transductive is None:
             transductive = self.transductive_eval
-        _check_flag(transductive, "transductive")
+        check_flag(transductive, "transductive")
         support_x, support_y = self._check_single_task(support_x, support_y)
         if support_y.ndim != 1:
             raise ValueError(
@@ -366,7 +367,7 @@ class PrototypeClassifier(_EmbeddingClassifier):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_flag(batch_statistics, "batch_statistics")
+        check_flag(batch_statistics, "batch_statistics")
         if distance not in DISTANCES:
             raise ValueError(
                 f"`distance` must be one of {list(DISTANCES)}. Received: {distance!r}"

@@ -5,8 +5,8 @@ import torch
 
 from metakeras import _keras_compat
 from metakeras.inner import InnerLoop
+from metakeras.models._adaptation import map_tasks, merge_tasks
 from metakeras.models.maml import MAML
-from metakeras.models.meta_model import _map_tasks, _merge_tasks
 
 
 @keras.saving.register_keras_serializable(package="metakeras")
@@ -97,10 +97,10 @@ class Reptile(MAML):
             return (fast, predictions), new_state
 
         with torch.no_grad():
-            (fast, predictions), new_state = _map_tasks(
+            (fast, predictions), new_state = map_tasks(
                 task, (support_x, support_y, query_x), self._vectorized()
             )
-            y, y_pred = _merge_tasks(query_y), _merge_tasks(predictions)
+            y, y_pred = merge_tasks(query_y), merge_tasks(predictions)
             loss = self._query_loss(y, y_pred, self._loss_is_plain())
             _keras_compat.loss_tracker(self).update_state(
                 loss, sample_weight=y.shape[0]

@@ -1,0 +1,221 @@
+"""The meta-training and evaluation steps of `MetaModel`.
+
+Like Keras's backend trainers (`keras/src/backend/torch/trainer.py`), this
+mixin holds what `fit` and `evaluate` run per batch: a training step adapts
+to every task of the meta-batch, differentiates the query loss through the
+adaptation and applies one outer update; an evaluation step adapts and
+scores. What every step shares (building before the first step, the CUDA
+graph replay of `compile(jit_compile=True)`, the distributed reduction and
+the non-finite check of the update) is here too.
+"""
+
+import keras
+import torch
+
+from metakeras import _keras_compat, distributed
+from metakeras.config import _tune_malloc_for_training
+from metakeras.models._adaptation import merge_tasks, reduce_over_tasks
+from metakeras.models._checks import to_tensor
+from metakeras.models._nonfinite import all_finite
+from metakeras.tasks.episode import unpack_episode
+
+
+class MetaTrainer:
+    """Mixin of `MetaModel`: its training and evaluation steps."""
+
+    def make_train_function(self, force=False):
+        # `train_on_batch` asks for the train function on every call; tune
+        # only when it is built.
+        if (self.train_function is None or force) and self.trainable_variables:
+            # Per-task buffers are freed and reallocated many times a step;
+            # see metakeras.config for why freed memory is kept for reuse.
+            _tune_malloc_for_training(self.trainable_variables[0].value.device.type)
+        return super().make_train_function(force=force)
+
+    def train_step(self, data):
+        if self._replays_graphs():
+            return self._graph_runner(data)
+        support_x, support_y, query_x, query_y = self._episode_tensors(data)
+        variables = self.trainable_variables
+        if self._vectorized() or not self._loss_is_mean():
+            predictions, new_state = self._episode_forward(
+                support_x, support_y, query_x, training=True
+            )
+            y = merge_tasks(query_y)
+            y_pred = merge_tasks(predictions)
+            loss = self._query_loss(y, y_pred, self._loss_is_plain())
+            _keras_compat.loss_tracker(self).update_state(
+                loss, sample_weight=y.shape[0]
+            )
+            gradients = self._gradients(self.optimizer.scale_loss(loss), variables)
+        else:
+            y, y_pred, new_state, gradients = self._accumulated_gradients(
+                support_x, support_y, query_x, query_y, variables
+            )
+        gradients = self._with_loss_check(gradients)
+        with torch.no_grad():
+            self._apply_meta_update(gradients, variables, new_state)
+        return self.compute_metrics(None, y, y_pred.detach())
+
+    def test_step(self, data):
+        support_x, support_y, query_x, query_y = self._episode_tensors(data)
+        predictions, _ = self._episode_forward(
+            support_x, support_y, query_x, training=False
+        )
+        y = merge_tasks(query_y)
+        y_pred = merge_tasks(predictions)
+        loss = _keras_compat.compute_loss(self, y, y_pred, training=False)
+        _keras_compat.loss_tracker(self).update_state(loss, sample_weight=y.shape[0])
+        return self.compute_metrics(None, y, y_pred)
+
+    def _build_for_steps(self, first_batch):
+        """Builds the model before the first step of `fit` or `evaluate`.
+
+        Replaces Keras's symbolic build (see `_keras_compat.BuildHook`),
+        which pulls a batch from the data to build the metrics symbolically
+        and so shifts a PyDataset's batches for the epoch. The compiled loss,
+        metrics and optimizer build on first use, so a batch is only needed
+        to build a learner whose input shape is unknown.
+
+        Args:
+            first_batch: a function returning the first batch of the data.
+        """
+        if self._learner_output_shape is None:
+            support_x = to_tensor(unpack_episode(first_batch())[0], "support_x")
+            self._build_learner(support_x)
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+        # metakeras.distributed: every process starts `fit` and `evaluate`
+        # from rank 0's weights and optimizer state (no-op in one process).
+        optimizer = list(self.optimizer.variables) if self.optimizer else []
+        distributed.broadcast(self.weights + optimizer)
+
+    def _replays_graphs(self):
+        """Whether `train_step` hands this step to the CUDA graph runner.
+
+        Every `train_step` starts by asking (`compile(jit_compile=True)`);
+        the runner then calls `train_step` again for the step it records.
+        """
+        runner = self._graph_runner
+        return (
+            runner is not None
+            and runner.reason is None
+            and (self._graph_episode is None)
+        )
+
+    def _graph_signature(self):
+        """The Python-side settings a recorded CUDA graph depends on."""
+        inner = getattr(self, "inner", None)
+        return (
+            type(self),
+            self._vectorized(),
+            self.on_nonfinite,
+            self.trainable,
+            None if inner is None else tuple(inner.get_config().items()),
+        )
+
+    def _gradients(self, loss, variables):
+        gradients = torch.autograd.grad(
+            loss, [v.value for v in variables], allow_unused=True
+        )
+        return [
+            torch.zeros_like(v.value) if g is None else g
+            for v, g in zip(variables, gradients)
+        ]
+
+    def _accumulated_gradients(self, support_x, support_y, query_x, query_y, variables):
+        """The meta-gradient with one backward pass per task.
+
+        Equal to differentiating the loss of the whole meta-batch (the tasks
+        have equal query sizes and the loss is a mean), but each task's graph
+        is freed before the next is built, so peak memory holds one task's
+        activations instead of the whole meta-batch's.
+
+        Returns:
+            `(y, y_pred, new_state, gradients)` as the joint computation would.
+        """
+        weights = [v.value for v in self.learner.trainable_variables]
+        state = [v.value for v in self._state_variables()]
+        context = self._episode_context(support_x, support_y, None)
+        num_tasks = support_x.shape[0]
+        plain = self._loss_is_plain()
+        predictions, states, losses, gradients = [], [], [], None
+        for i in range(num_tasks):
+            task_pred, task_state = self._task_forward(
+                weights, state, support_x[i], support_y[i], query_x[i], True, context
+            )
+            loss = self._query_loss(query_y[i], task_pred, plain)
+            losses.append(loss.detach())
+            task_gradients = self._gradients(
+                self.optimizer.scale_loss(loss) / num_tasks, variables
+            )
+            if gradients is None:
+                gradients = task_gradients
+            else:
+                torch._foreach_add_(gradients, task_gradients)
+            predictions.append(task_pred.detach())
+            states.append([_detached(value) for value in task_state])
+        # Every task has as many queries, so the mean of the task losses
+        # weighted by all queries is the tracker's per-task update summed.
+        _keras_compat.loss_tracker(self).update_state(
+            torch.stack(losses).mean(), sample_weight=num_tasks * query_y.shape[1]
+        )
+        new_state = [reduce_over_tasks(torch.stack(values)) for values in zip(*states)]
+        y = merge_tasks(query_y)
+        y_pred = torch.cat(predictions, dim=0)
+        return y, y_pred, new_state, gradients
+
+    def _loss_is_plain(self):
+        """Whether the query loss is the task loss alone, in PyTorch's form.
+
+        Keras's `compute_loss` adds the learner's regularization losses to
+        the compiled loss; without any, and for a loss `TaskLoss` computes
+        with one PyTorch call, the two are the same value.
+        """
+        return self._task_loss.fused and not self.losses
+
+    def _query_loss(self, y, y_pred, plain):
+        """The compiled loss on query predictions, as Keras's `compute_loss`."""
+        if plain:
+            return self._task_loss(y, y_pred)
+        return _keras_compat.compute_loss(self, y, y_pred, training=True)
+
+    def _loss_is_mean(self):
+        """Whether the compiled loss averages over examples (Keras's default)."""
+        loss = self.loss
+        if isinstance(loss, keras.losses.Loss):
+            return loss.reduction in ("sum_over_batch_size", "mean")
+        return isinstance(loss, str) or (
+            callable(loss) and not isinstance(loss, (list, dict, tuple))
+        )
+
+    def _apply_meta_update(self, gradients, variables, new_state):
+        """Applies one outer step: the meta-gradients and the learner's new state.
+
+        Every algorithm's `train_step` ends here, so what must happen to every
+        meta-gradient before the optimizer sees it lives in one place.
+        """
+        # Data parallelism (metakeras.distributed): average the meta-gradients
+        # and the learner's floating state (BatchNorm statistics) over the
+        # processes first, so every process applies the same step. A no-op
+        # in a single process.
+        gradients, new_state = distributed.all_reduce_mean((gradients, new_state))
+        if self._graph_checks is not None:
+            # In a CUDA graph step: no host synchronisation here; the graph
+            # runner takes the update back if this flag is false.
+            finite = None
+            if self.on_nonfinite != "ignore":
+                finite = all_finite(
+                    list(gradients) + [v for v in new_state if v.is_floating_point()]
+                )
+            self._graph_checks.append((gradients, finite))
+        # After the reduction, so that every process takes the same decision.
+        elif not self._update_is_finite(gradients, variables, new_state):
+            return
+        self.optimizer.apply(gradients, variables)
+        for variable, value in zip(self._state_variables(), new_state):
+            variable.assign(value.detach())
+
+
+def _detached(tensor):
+    return tensor.detach() if tensor.requires_grad else tensor
