@@ -3,7 +3,6 @@
 import keras
 import torch
 
-from metakeras.models._checks import check_flag
 from metakeras.models.protonet import ProtoNet, _EmbeddingClassifier
 
 
@@ -65,10 +64,8 @@ class MatchingNet(ProtoNet):
         scale: multiplier of the cosine similarities, a temperature: the
             paper's attention uses 1, which keeps the probabilities soft
             (cosines lie in [-1, 1]); 10 trains faster. Defaults to `10.0`.
-        transductive_eval: embed support and query sets with their batch
-            statistics at evaluation. Defaults to `False`.
-        vectorize_tasks: as in `MetaModel`. Defaults to `"auto"`.
-        **kwargs: passed to `keras.Model`.
+        **kwargs: `transductive_eval`, `vectorize_tasks` and `keras.Model`
+            arguments, as in `ProtoNet`.
 
     Example:
 
@@ -81,43 +78,14 @@ class MatchingNet(ProtoNet):
     ```
     """
 
-    def __init__(
-        self,
-        learner,
-        scale=10.0,
-        transductive_eval=False,
-        vectorize_tasks="auto",
-        **kwargs,
-    ):
+    def __init__(self, learner, scale=10.0, **kwargs):
         kwargs.pop("distance", None)
-        super().__init__(
-            learner,
-            distance="cosine",
-            scale=scale,
-            transductive_eval=transductive_eval,
-            vectorize_tasks=vectorize_tasks,
-            **kwargs,
-        )
+        super().__init__(learner, distance="cosine", scale=scale, **kwargs)
 
     def _task_logits(self, query, support, support_y, ways):
         return matching_logits(query, support, support_y, ways, self._scale)
 
-    def adapt(self, support_x, support_y, steps=None, transductive=None):
-        """Embeds one task's support set and returns its classifier.
-
-        Args:
-            support_x: the task's labelled inputs, `(examples, *features)`.
-            support_y: integer labels `0..N-1`, `(examples,)`.
-            steps: must be `None` (no gradient steps).
-            transductive: as in `ProtoNet.adapt`. Defaults to `None` (the
-                model's `transductive_eval`).
-
-        Returns:
-            A `MatchingClassifier` (a `keras.Model`) whose `predict`
-            returns `(n, N)` logits.
-        """
-        support = self._embedded_support(support_x, support_y, steps, transductive)
-        embeddings, support_y, ways, embedding, transductive = support
+    def _classifier(self, embeddings, support_y, ways, embedding, transductive):
         classifier = MatchingClassifier(
             embedding,
             num_classes=ways,
@@ -161,13 +129,7 @@ class MatchingClassifier(_EmbeddingClassifier):
     ```
     """
 
-    _CONFIG = (
-        "num_classes",
-        "support_size",
-        "embedding_dim",
-        "scale",
-        "batch_statistics",
-    )
+    _CONFIG = (*_EmbeddingClassifier._CONFIG, "support_size", "scale")
 
     def __init__(
         self,
@@ -179,29 +141,16 @@ class MatchingClassifier(_EmbeddingClassifier):
         batch_statistics=False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        check_flag(batch_statistics, "batch_statistics")
-        self.embedding = embedding
-        self.num_classes = int(num_classes)
+        super().__init__(
+            embedding, num_classes, embedding_dim, batch_statistics, **kwargs
+        )
         self.support_size = int(support_size)
-        self.embedding_dim = int(embedding_dim)
         self.scale = float(scale)
-        self.batch_statistics = batch_statistics
-        self.support = self.add_weight(
-            shape=(self.support_size, self.embedding_dim),
-            initializer="zeros",
-            trainable=False,
-            name="support",
+        self.support = self._state("support", (self.support_size, self.embedding_dim))
+        self.support_labels = self._state(
+            "support_labels", (self.support_size,), dtype="int32"
         )
-        self.support_labels = self.add_weight(
-            shape=(self.support_size,),
-            initializer="zeros",
-            dtype="int32",
-            trainable=False,
-            name="support_labels",
-        )
-        if embedding.built:
-            self.built = True
+        self.built = embedding.built
 
     def call(self, inputs, training=False):
         return matching_logits(

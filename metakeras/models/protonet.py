@@ -203,7 +203,7 @@ class ProtoNet(MetaModel):
         return prototype_logits(query, prototypes, self.distance, self._scale)
 
     def adapt(self, support_x, support_y, steps=None, transductive=None):
-        """Computes the prototypes of one task and returns its classifier.
+        """Embeds one task's support set and returns the task's classifier.
 
         Args:
             support_x: the task's labelled inputs, `(examples, *features)`.
@@ -215,21 +215,26 @@ class ProtoNet(MetaModel):
                 `None` (the model's `transductive_eval`).
 
         Returns:
-            A `PrototypeClassifier` (a `keras.Model`) whose `predict` returns
-            `(n, N)` logits; `argmax(-1)` gives the class.
+            The task's classifier, a `keras.Model` whose `predict` returns
+            `(n, N)` logits (`argmax(-1)` gives the class): a
+            `PrototypeClassifier` here, the subclasses' own classifiers for
+            the other metric models (`MatchingClassifier`, ...).
         """
         support = self._embedded_support(support_x, support_y, steps, transductive)
-        embeddings, support_y, ways, embedding, transductive = support
-        prototypes = _class_means(embeddings, support_y, ways)
+        with torch.no_grad():
+            return self._classifier(*support)
+
+    def _classifier(self, embeddings, support_y, ways, embedding, transductive):
+        """The task's classifier from its embedded support set (for `adapt`)."""
         classifier = PrototypeClassifier(
             embedding,
             num_classes=ways,
-            embedding_dim=int(prototypes.shape[-1]),
+            embedding_dim=int(embeddings.shape[-1]),
             distance=self.distance,
             scale=self._scale,
             batch_statistics=transductive,
         )
-        classifier.prototypes.assign(prototypes)
+        classifier.prototypes.assign(_class_means(embeddings, support_y, ways))
         return classifier
 
     def _embedded_support(self, support_x, support_y, steps, transductive):
@@ -268,11 +273,34 @@ class ProtoNet(MetaModel):
 class _EmbeddingClassifier(keras.Model):
     """A classifier on top of an embedding, in one BatchNormalization mode.
 
-    Subclasses set `embedding`, `batch_statistics` and the attributes named
-    in `_CONFIG` (their constructor arguments), and score `_embed`.
+    Subclasses add their state with `_state`, name their constructor
+    arguments beyond these in `_CONFIG`, and score `_embed(inputs)`.
+
+    Args:
+        embedding: the embedding `keras.Model`.
+        num_classes: number of classes.
+        embedding_dim: size of an embedding.
+        batch_statistics: see `PrototypeClassifier`.
+        **kwargs: passed to `keras.Model`.
     """
 
-    _CONFIG = ()
+    _CONFIG = ("num_classes", "embedding_dim", "batch_statistics")
+
+    def __init__(
+        self, embedding, num_classes, embedding_dim, batch_statistics=False, **kwargs
+    ):
+        super().__init__(**kwargs)
+        check_flag(batch_statistics, "batch_statistics")
+        self.embedding = embedding
+        self.num_classes = int(num_classes)
+        self.embedding_dim = int(embedding_dim)
+        self.batch_statistics = batch_statistics
+
+    def _state(self, name, shape, dtype=None):
+        """A zero-initialised non-trainable weight (set by `adapt`)."""
+        return self.add_weight(
+            shape=shape, initializer="zeros", dtype=dtype, trainable=False, name=name
+        )
 
     def get_config(self):
         return {
@@ -348,13 +376,7 @@ class PrototypeClassifier(_EmbeddingClassifier):
     ```
     """
 
-    _CONFIG = (
-        "num_classes",
-        "embedding_dim",
-        "distance",
-        "scale",
-        "batch_statistics",
-    )
+    _CONFIG = (*_EmbeddingClassifier._CONFIG, "distance", "scale")
 
     def __init__(
         self,
@@ -366,26 +388,19 @@ class PrototypeClassifier(_EmbeddingClassifier):
         batch_statistics=False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        check_flag(batch_statistics, "batch_statistics")
+        super().__init__(
+            embedding, num_classes, embedding_dim, batch_statistics, **kwargs
+        )
         if distance not in DISTANCES:
             raise ValueError(
                 f"`distance` must be one of {list(DISTANCES)}. Received: {distance!r}"
             )
-        self.embedding = embedding
-        self.num_classes = int(num_classes)
-        self.embedding_dim = int(embedding_dim)
         self.distance = distance
         self.scale = float(scale)
-        self.batch_statistics = batch_statistics
-        self.prototypes = self.add_weight(
-            shape=(self.num_classes, self.embedding_dim),
-            initializer="zeros",
-            trainable=False,
-            name="prototypes",
+        self.prototypes = self._state(
+            "prototypes", (self.num_classes, self.embedding_dim)
         )
-        if embedding.built:
-            self.built = True
+        self.built = embedding.built
 
     def call(self, inputs, training=False):
         embeddings = self._embed(inputs, training)

@@ -89,10 +89,8 @@ class R2D2(ProtoNet):
         scale: the scores' starting multiplier: ridge scores of one-hot
             targets lie near [0, 1], so a softmax over them needs a larger
             scale. Defaults to `10.0`.
-        transductive_eval: embed support and query sets with their batch
-            statistics at evaluation. Defaults to `False`.
-        vectorize_tasks: as in `MetaModel`. Defaults to `"auto"`.
-        **kwargs: passed to `keras.Model`.
+        **kwargs: `transductive_eval`, `vectorize_tasks` and `keras.Model`
+            arguments, as in `ProtoNet`.
 
     Example:
 
@@ -104,23 +102,9 @@ class R2D2(ProtoNet):
     ```
     """
 
-    def __init__(
-        self,
-        learner,
-        regularizer=1.0,
-        scale=10.0,
-        transductive_eval=False,
-        vectorize_tasks="auto",
-        **kwargs,
-    ):
+    def __init__(self, learner, regularizer=1.0, scale=10.0, **kwargs):
         kwargs.pop("distance", None)
-        super().__init__(
-            learner,
-            scale=scale,
-            transductive_eval=transductive_eval,
-            vectorize_tasks=vectorize_tasks,
-            **kwargs,
-        )
+        super().__init__(learner, scale=scale, **kwargs)
         for name, value in (("regularizer", regularizer), ("scale", scale)):
             if (
                 isinstance(value, bool)
@@ -155,33 +139,18 @@ class R2D2(ProtoNet):
     def _task_logits(self, query, support, support_y, ways):
         return ridge_logits(query, support, support_y, ways, *self._head_parameters())
 
-    def adapt(self, support_x, support_y, steps=None, transductive=None):
-        """Fits one task's ridge head and returns its classifier.
-
-        Args:
-            support_x: the task's labelled inputs, `(examples, *features)`.
-            support_y: integer labels `0..N-1`, `(examples,)`.
-            steps: must be `None` (no gradient steps).
-            transductive: as in `ProtoNet.adapt`. Defaults to `None` (the
-                model's `transductive_eval`).
-
-        Returns:
-            A `RidgeClassifier` (a `keras.Model`) whose `predict` returns
-            `(n, N)` logits.
-        """
-        support = self._embedded_support(support_x, support_y, steps, transductive)
-        embeddings, support_y, ways, embedding, transductive = support
+    def _classifier(self, embeddings, support_y, ways, embedding, transductive):
         regularizer, scale, bias = self._head_parameters()
-        with torch.no_grad():
-            weights = scale * ridge_weights(embeddings, support_y, ways, regularizer)
         classifier = RidgeClassifier(
             embedding,
             num_classes=ways,
             embedding_dim=int(embeddings.shape[-1]),
             batch_statistics=transductive,
         )
-        classifier.kernel.assign(weights)
-        classifier.bias.assign(bias.detach() * torch.ones(ways))
+        classifier.kernel.assign(
+            scale * ridge_weights(embeddings, support_y, ways, regularizer)
+        )
+        classifier.bias.assign(bias * torch.ones(ways))
         return classifier
 
     def get_config(self):
@@ -211,27 +180,15 @@ class RidgeClassifier(_EmbeddingClassifier):
     ```
     """
 
-    _CONFIG = ("num_classes", "embedding_dim", "batch_statistics")
-
     def __init__(
         self, embedding, num_classes, embedding_dim, batch_statistics=False, **kwargs
     ):
-        super().__init__(**kwargs)
-        self.embedding = embedding
-        self.num_classes = int(num_classes)
-        self.embedding_dim = int(embedding_dim)
-        self.batch_statistics = bool(batch_statistics)
-        self.kernel = self.add_weight(
-            shape=(self.embedding_dim, self.num_classes),
-            initializer="zeros",
-            trainable=False,
-            name="kernel",
+        super().__init__(
+            embedding, num_classes, embedding_dim, batch_statistics, **kwargs
         )
-        self.bias = self.add_weight(
-            shape=(self.num_classes,), initializer="zeros", trainable=False, name="bias"
-        )
-        if embedding.built:
-            self.built = True
+        self.kernel = self._state("kernel", (self.embedding_dim, self.num_classes))
+        self.bias = self._state("bias", (self.num_classes,))
+        self.built = self.embedding.built
 
     def call(self, inputs, training=False):
         return self._embed(inputs, training) @ self.kernel.value + self.bias.value

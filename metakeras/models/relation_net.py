@@ -85,10 +85,8 @@ class RelationNet(ProtoNet):
         relation: a Keras model mapping `(pairs, 2 * d)` to `(pairs, 1)`.
             Defaults to `None` (`relation_module()`: Dense 8 with ReLU, then
             Dense 1).
-        transductive_eval: embed support and query sets with their batch
-            statistics at evaluation. Defaults to `False`.
-        vectorize_tasks: as in `MetaModel`. Defaults to `"auto"`.
-        **kwargs: passed to `keras.Model`.
+        **kwargs: `transductive_eval`, `vectorize_tasks` and `keras.Model`
+            arguments, as in `ProtoNet`.
 
     Example:
 
@@ -100,22 +98,10 @@ class RelationNet(ProtoNet):
     ```
     """
 
-    def __init__(
-        self,
-        learner,
-        relation=None,
-        transductive_eval=False,
-        vectorize_tasks="auto",
-        **kwargs,
-    ):
+    def __init__(self, learner, relation=None, **kwargs):
         kwargs.pop("distance", None)
         kwargs.pop("scale", None)
-        super().__init__(
-            learner,
-            transductive_eval=transductive_eval,
-            vectorize_tasks=vectorize_tasks,
-            **kwargs,
-        )
+        super().__init__(learner, **kwargs)
         if relation is None:
             relation = relation_module()
         if not isinstance(relation, keras.Model):
@@ -139,24 +125,7 @@ class RelationNet(ProtoNet):
         prototypes = _class_means(support, support_y, ways)
         return relation_logits(query, prototypes, self.relation)
 
-    def adapt(self, support_x, support_y, steps=None, transductive=None):
-        """Computes one task's class representatives and returns its classifier.
-
-        Args:
-            support_x: the task's labelled inputs, `(examples, *features)`.
-            support_y: integer labels `0..N-1`, `(examples,)`.
-            steps: must be `None` (no gradient steps).
-            transductive: as in `ProtoNet.adapt`. Defaults to `None` (the
-                model's `transductive_eval`).
-
-        Returns:
-            A `RelationClassifier` (a `keras.Model`) whose `predict` returns
-            `(n, N)` logits.
-        """
-        support = self._embedded_support(support_x, support_y, steps, transductive)
-        embeddings, support_y, ways, embedding, transductive = support
-        with torch.no_grad():
-            prototypes = _class_means(embeddings, support_y, ways)
+    def _classifier(self, embeddings, support_y, ways, embedding, transductive):
         relation = keras.models.clone_model(self.relation)
         relation.build((None, 2 * int(embeddings.shape[-1])))
         relation.set_weights(self.relation.get_weights())
@@ -167,7 +136,7 @@ class RelationNet(ProtoNet):
             embedding_dim=int(embeddings.shape[-1]),
             batch_statistics=transductive,
         )
-        classifier.prototypes.assign(prototypes)
+        classifier.prototypes.assign(_class_means(embeddings, support_y, ways))
         return classifier
 
     def get_config(self):
@@ -205,8 +174,6 @@ class RelationClassifier(_EmbeddingClassifier):
     ```
     """
 
-    _CONFIG = ("num_classes", "embedding_dim", "batch_statistics")
-
     def __init__(
         self,
         embedding,
@@ -216,20 +183,14 @@ class RelationClassifier(_EmbeddingClassifier):
         batch_statistics=False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.embedding = embedding
-        self.relation = relation
-        self.num_classes = int(num_classes)
-        self.embedding_dim = int(embedding_dim)
-        self.batch_statistics = bool(batch_statistics)
-        self.prototypes = self.add_weight(
-            shape=(self.num_classes, self.embedding_dim),
-            initializer="zeros",
-            trainable=False,
-            name="prototypes",
+        super().__init__(
+            embedding, num_classes, embedding_dim, batch_statistics, **kwargs
         )
-        if embedding.built and relation.built:
-            self.built = True
+        self.relation = relation
+        self.prototypes = self._state(
+            "prototypes", (self.num_classes, self.embedding_dim)
+        )
+        self.built = embedding.built and relation.built
 
     def call(self, inputs, training=False):
         return relation_logits(
