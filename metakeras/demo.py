@@ -96,30 +96,13 @@ def run_demo(
         seed=seed,
     )
 
-    maml = _MAML.create(
-        sinusoid_learner(name="maml_learner"),
-        "regression",
-        vectorize_tasks=True,
-        name="maml",
-    )
-    maml.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     say(
         f"MAML: meta-training for {epochs} epoch{'s' * (epochs != 1)} of "
         f"{steps_per_epoch} meta-batches (25 sinusoid tasks each)"
     )
-    history = maml.fit(train_tasks, epochs=epochs, verbose=verbose)
-
-    baseline = _MAML.create(
-        sinusoid_learner(name="pooled_learner"),
-        "regression",
-        vectorize_tasks=True,
-        name="pooled_baseline",
-    )
-    baseline.compile(loss="mse")
-    pooled = baseline.learner
-    pooled.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    maml, history = _meta_train(train_tasks, epochs, verbose)
     say("Pooled baseline: ordinary regression on the same tasks' points, pooled")
-    pooled.fit(_PooledPoints(train_tasks), epochs=epochs, verbose=verbose)
+    baseline = _pooled_baseline(train_tasks, epochs, verbose)
 
     test = SinusoidTasks(
         shots=max(shots),
@@ -154,6 +137,35 @@ def run_demo(
         "paths": paths,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _meta_train(train_tasks, epochs, verbose):
+    """MAML with the registry's regression settings, meta-trained."""
+    maml = _MAML.create(
+        sinusoid_learner(name="maml_learner"),
+        "regression",
+        vectorize_tasks=True,
+        name="maml",
+    )
+    maml.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    history = maml.fit(train_tasks, epochs=epochs, verbose=verbose)
+    return maml, history
+
+
+def _pooled_baseline(train_tasks, epochs, verbose):
+    """The same network trained by ordinary regression on the pooled points,
+    wrapped in the same MAML so it adapts with the same inner loop."""
+    baseline = _MAML.create(
+        sinusoid_learner(name="pooled_learner"),
+        "regression",
+        vectorize_tasks=True,
+        name="pooled_baseline",
+    )
+    baseline.compile(loss="mse")
+    pooled = baseline.learner
+    pooled.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    pooled.fit(_PooledPoints(train_tasks), epochs=epochs, verbose=verbose)
+    return baseline
 
 
 def _write_outputs(maml, baseline, test, summary, per_task, output_dir, shots):
