@@ -3,7 +3,7 @@
 import keras
 import torch
 
-from metakeras.models._checks import check_flag
+from metakeras._checks import check_flag
 from metakeras.models.protonet import ProtoNet, _EmbeddingClassifier
 
 
@@ -180,7 +180,7 @@ class MatchingClassifier(_EmbeddingClassifier):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_flag(batch_statistics, "batch_statistics")
+        check_flag("batch_statistics", batch_statistics, echo_name=False)
         self.embedding = embedding
         self.num_classes = int(num_classes)
         self.support_size = int(support_size)
