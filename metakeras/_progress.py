@@ -4,6 +4,8 @@ import sys
 
 import keras
 
+from metakeras._checks import check_choice
+
 _VERBOSE = ("auto", 0, 1, 2)
 
 
@@ -26,10 +28,7 @@ def resolve_verbose(verbose, name="verbose"):
     Raises:
         ValueError: for any other value.
     """
-    if isinstance(verbose, bool) or verbose not in _VERBOSE:
-        raise ValueError(
-            f"`{name}` must be one of {list(_VERBOSE)}. Received: {name}={verbose!r}"
-        )
+    check_choice(name, verbose, _VERBOSE)
     if verbose == "auto":
         return 1 if _interactive() else 2
     return int(verbose)

@@ -5,6 +5,7 @@ import re
 import keras
 import torch
 
+from metakeras._checks import check_flag, check_int, check_number
 from metakeras.layers.batch_normalization import _first_derivatives_only
 
 # The keyword arguments of the MAML family (and of the scikit-learn
@@ -79,50 +80,41 @@ class InnerLoop:
         clipnorm=None,
         global_clipnorm=None,
     ):
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(
-                f"`steps` must be a non-negative integer. Received: steps={steps!r}"
-            )
-        if isinstance(learning_rate, bool) or not isinstance(
-            learning_rate, (int, float)
-        ):
-            raise ValueError(
-                "`learning_rate` must be a number. Received: "
-                f"learning_rate={learning_rate!r}"
-            )
-        if not learning_rate > 0 or learning_rate == float("inf"):
-            raise ValueError(
-                "`learning_rate` must be a positive finite number. Received: "
-                f"learning_rate={learning_rate!r}"
-            )
-        if not isinstance(first_order, bool):
-            raise ValueError(
-                f"`first_order` must be True or False. Received: {first_order!r}"
-            )
-        if batch_size is not None and (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, int)
-            or batch_size < 1
-        ):
-            raise ValueError(
-                "`batch_size` must be None (full batch) or a positive integer. "
-                f"Received: batch_size={batch_size!r}"
-            )
-        if not isinstance(shuffle, bool):
-            raise ValueError(f"`shuffle` must be True or False. Received: {shuffle!r}")
+        check_int("steps", steps, 0, types=int)
+        check_number(
+            "learning_rate",
+            learning_rate,
+            positive=False,
+            finite=False,
+            expected="a number",
+            types=(int, float),
+        )
+        check_number(
+            "learning_rate",
+            learning_rate,
+            expected="a positive finite number",
+            types=(int, float),
+        )
+        check_flag("first_order", first_order, echo_name=False)
+        check_int(
+            "batch_size",
+            batch_size,
+            none=True,
+            expected="None (full batch) or a positive integer",
+            types=int,
+        )
+        check_flag("shuffle", shuffle, echo_name=False)
         for name, value in (
             ("clipnorm", clipnorm),
             ("global_clipnorm", global_clipnorm),
         ):
-            if value is not None and (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not 0 < value < float("inf")
-            ):
-                raise ValueError(
-                    f"`{name}` must be None or a positive finite number. "
-                    f"Received: {name}={value!r}"
-                )
+            check_number(
+                name,
+                value,
+                none=True,
+                expected="None or a positive finite number",
+                types=(int, float),
+            )
         if clipnorm is not None and global_clipnorm is not None:
             raise ValueError(
                 "Only one of `clipnorm` and `global_clipnorm` can be set. "

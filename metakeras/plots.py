@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 
+from metakeras._checks import check_flag
 from metakeras._io import atomic_path
 from metakeras.evaluation import EpisodeResults, ModelComparison
 
@@ -266,8 +267,7 @@ def plot_confusion_matrix(
             f"`labels` must name the {len(matrix)} classes; received "
             f"{len(labels)} labels."
         )
-    if not isinstance(normalize, bool):
-        raise ValueError(f"`normalize` must be True or False. Received: {normalize!r}")
+    check_flag("normalize", normalize, echo_name=False)
     values = matrix.astype("float64")
     if normalize:
         totals = values.sum(axis=1, keepdims=True)

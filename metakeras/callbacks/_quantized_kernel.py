@@ -25,6 +25,7 @@ import torch
 
 from metakeras import _keras_compat
 from metakeras import layers as metakeras_layers
+from metakeras._checks import check_choice
 
 MODES = ("int8", "int4", "float8")
 FLOAT8_MAX = 448.0  # largest finite float8_e4m3fn value
@@ -193,10 +194,7 @@ def decode(quantized, scale, shape, mode):
 
 
 def check_mode(mode, argument="mode"):
-    if mode not in MODES:
-        raise ValueError(
-            f"`{argument}` must be one of {list(MODES)}. Received: {argument}={mode!r}"
-        )
+    check_choice(argument, mode, MODES)
 
 
 def _numpy_scale(scale):

@@ -1,11 +1,10 @@
 """Magnitude pruning that holds through meta-training and adaptation."""
 
-import numbers
-
 import keras
 import numpy as np
 import torch
 
+from metakeras._checks import check_choice, invalid, is_fraction
 from metakeras.callbacks import _layers
 from metakeras.callbacks.schedules import ConstantSparsity, PruningSchedule
 
@@ -147,20 +146,16 @@ class MagnitudePruning(keras.callbacks.Callback):
 
     def __init__(self, pruning_schedule=0.5, ranking="layer", layers=None):
         super().__init__()
-        if not isinstance(pruning_schedule, PruningSchedule) and (
-            isinstance(pruning_schedule, bool)
-            or not isinstance(pruning_schedule, numbers.Real)
-            or not 0.0 <= pruning_schedule < 1.0
+        if not isinstance(pruning_schedule, PruningSchedule) and not is_fraction(
+            pruning_schedule
         ):
-            raise ValueError(
-                "`pruning_schedule` must be a PruningSchedule (ConstantSparsity, "
-                "PolynomialDecay) or a sparsity in [0, 1). Received: "
-                f"pruning_schedule={pruning_schedule!r}"
+            raise invalid(
+                "pruning_schedule",
+                "a PruningSchedule (ConstantSparsity, PolynomialDecay) or a "
+                "sparsity in [0, 1)",
+                pruning_schedule,
             )
-        if ranking not in RANKINGS:
-            raise ValueError(
-                f"`ranking` must be one of {list(RANKINGS)}. Received: ranking={ranking!r}"
-            )
+        check_choice("ranking", ranking, RANKINGS)
         self.pruning_schedule = pruning_schedule
         self.ranking = ranking
         self.layers = _layers.check_names(layers, "layers")

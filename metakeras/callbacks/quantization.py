@@ -1,9 +1,8 @@
 """Post-training and quantization-aware weight quantization for meta-learners."""
 
-import numbers
-
 import keras
 
+from metakeras._checks import check_int
 from metakeras.callbacks import _layers, _quantized_kernel
 from metakeras.callbacks._quantized_kernel import FLOAT8_MAX, MODES  # noqa: F401
 from metakeras.callbacks._quantized_kernel import check_mode as _check_mode
@@ -238,15 +237,7 @@ class Quantization(keras.callbacks.Callback):
     def __init__(self, mode="int8", fine_tune_epochs=0, layers=None):
         super().__init__()
         _check_mode(mode)
-        if (
-            isinstance(fine_tune_epochs, bool)
-            or not isinstance(fine_tune_epochs, numbers.Integral)
-            or fine_tune_epochs < 0
-        ):
-            raise ValueError(
-                "`fine_tune_epochs` must be a non-negative integer. Received: "
-                f"fine_tune_epochs={fine_tune_epochs!r}"
-            )
+        check_int("fine_tune_epochs", fine_tune_epochs, 0)
         self.mode = mode
         self.fine_tune_epochs = int(fine_tune_epochs)
         self.layers = _layers.check_names(layers, "layers")

@@ -1,8 +1,8 @@
 """Pruning schedules: how sparse the pruned weights are at each training step."""
 
-import numbers
-
 import keras
+
+from metakeras._checks import check_int, check_number, invalid, is_fraction
 
 
 @keras.saving.register_keras_serializable(package="metakeras")
@@ -179,12 +179,7 @@ class PolynomialDecay(PruningSchedule):
                 "`end_step` must be greater than `begin_step` for PolynomialDecay. "
                 f"Received: begin_step={begin_step}, end_step={end_step}."
             )
-        if (
-            isinstance(power, bool)
-            or not isinstance(power, numbers.Real)
-            or not power > 0
-        ):
-            raise ValueError(f"`power` must be a positive number. Received: {power!r}")
+        check_number("power", power, finite=False, echo_name=False)
         self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
         self.final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
         self.power = power
@@ -217,20 +212,17 @@ class PolynomialDecay(PruningSchedule):
 
 
 def _check_sparsity(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not 0.0 <= value < 1.0
-    ):
-        raise ValueError(
-            f"`{name}` must be a number in [0, 1) (the fraction of weights set to "
-            f"zero; 1 would remove every weight). Received: {name}={value!r}"
+    if not is_fraction(value):
+        raise invalid(
+            name,
+            "a number in [0, 1) (the fraction of weights set to zero; 1 would "
+            "remove every weight)",
+            value,
         )
     return float(value)
 
 
 def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"`{name}` must be an integer. Received: {name}={value!r}")
+    check_int(name, value, None)
     if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}. Received: {name}={value!r}")
+        raise invalid(name, f">= {minimum}", value)

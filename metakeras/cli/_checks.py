@@ -4,36 +4,34 @@ A setting arrives either as a Python value (a TOML or YAML file, or a
 caller of `resolve_config`) or as the text of a flag. The predicates here
 judge values (`FIELDS` in `_config.py` names them); the `parse_*` argparse
 types convert a flag's text and then apply the same predicate, so `ways = 0`
-in a file and `--ways 0` are refused by one rule.
+in a file and `--ways 0` are refused by one rule. The predicates are those
+of `metakeras._checks`, for Python's own `int` and `float` (what a file or a
+flag gives).
 """
 
 import argparse
-import math
 
-
-def _is_number(value, types):
-    """Whether `value` is an instance of `types` (never a bool)."""
-    return isinstance(value, types) and not isinstance(value, bool)
+from metakeras._checks import is_fraction, is_int, is_number
 
 
 def positive_int(value):
     """Whether `value` is an integer >= 1 (a bool is not)."""
-    return _is_number(value, int) and value >= 1
+    return is_int(value, 1, types=int)
 
 
 def non_negative_int(value):
     """Whether `value` is an integer >= 0 (a bool is not)."""
-    return _is_number(value, int) and value >= 0
+    return is_int(value, 0, types=int)
 
 
 def fraction(value):
     """Whether `value` is a number in `[0, 1)` (a bool is not)."""
-    return _is_number(value, (int, float)) and 0 <= value < 1
+    return is_fraction(value, types=(int, float))
 
 
 def positive_number(value):
     """Whether `value` is a finite number > 0 (a bool is not)."""
-    return _is_number(value, (int, float)) and math.isfinite(value) and value > 0
+    return is_number(value, positive=True, types=(int, float))
 
 
 def _flag_type(convert, valid, expected):

@@ -15,6 +15,7 @@ and a flag of `metakeras train`.
 
 import os
 
+from metakeras._checks import is_choice, is_flag
 from metakeras.cli import _checks, _data
 from metakeras.cli._errors import CLIError
 from metakeras.models import registry
@@ -170,13 +171,13 @@ def _check_value(key, value):
     """Raises a `CLIError` unless `value` is valid for the field `key`."""
     _, check, what = FIELDS[key]
     if isinstance(check, tuple):
-        if value not in check:
+        if not is_choice(value, check):
             raise CLIError(
                 f"invalid {key} {value!r}; valid choices: "
                 f"{', '.join(str(c) for c in check)}."
             )
     elif check is bool:
-        if not isinstance(value, bool):
+        if not is_flag(value):
             raise CLIError(f"{key} must be true or false; received {value!r}.")
     elif check is str:
         if not isinstance(value, str) or not value:

@@ -5,6 +5,8 @@ import threading
 
 import numpy as np
 
+from metakeras._checks import check_choice, is_int
+
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 _COLOR_MODES = {"grayscale": ("L", 1), "rgb": ("RGB", 3)}
 
@@ -51,11 +53,7 @@ class ImageFolder:
     def __init__(
         self, directory, image_size=None, color_mode="rgb", invert=False, cache=True
     ):
-        if color_mode not in _COLOR_MODES:
-            raise ValueError(
-                f"`color_mode` must be one of {sorted(_COLOR_MODES)}. "
-                f"Received: color_mode={color_mode!r}"
-            )
+        check_choice("color_mode", color_mode, sorted(_COLOR_MODES))
         self.directory = os.fspath(directory)
         self.image_size = _check_image_size(image_size)
         self.color_mode = color_mode
@@ -160,7 +158,7 @@ def _stack(images, shape):
 def _check_image_size(image_size):
     if image_size is None:
         return None
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+    if is_int(image_size):
         image_size = (image_size, image_size)
     try:
         height, width = (int(v) for v in image_size)

@@ -9,6 +9,7 @@ import zipfile
 import keras
 import numpy as np
 
+from metakeras._checks import check_choice, check_int
 from metakeras._io import atomic_path
 from metakeras.datasets import _files
 
@@ -371,8 +372,7 @@ def preprocess(images, image_size=28, ink="dark"):
     """
     from PIL import Image
 
-    if ink not in _INK:
-        raise ValueError(f"`ink` must be one of {list(_INK)}. Received: ink={ink!r}")
+    check_choice("ink", ink, _INK)
     _check_image_size(image_size)
     x = np.empty((len(images), image_size, image_size), dtype="float32")
     for i, item in enumerate(images):
@@ -398,15 +398,7 @@ _INK = ("dark", "light")
 
 
 def _check_image_size(image_size):
-    if (
-        isinstance(image_size, bool)
-        or not isinstance(image_size, (int, np.integer))
-        or image_size < 1
-    ):
-        raise ValueError(
-            "`image_size` must be a positive integer. Received: "
-            f"image_size={image_size!r}"
-        )
+    check_int("image_size", image_size)
 
 
 def _resized(image, image_size):

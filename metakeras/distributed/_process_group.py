@@ -9,12 +9,12 @@ chooses the backend (`gloo` on CPUs, `nccl` on GPUs) and joins. Outside
 import atexit
 import contextlib
 import datetime
-import math
-import numbers
 import os
 
 import torch
 import torch.distributed as dist
+
+from metakeras._checks import is_number
 
 BACKENDS = ("gloo", "nccl")
 DEFAULT_TIMEOUT_S = 1800.0
@@ -216,12 +216,7 @@ def _resolve_timeout(timeout):
         return DEFAULT_TIMEOUT_S
     if isinstance(timeout, datetime.timedelta):
         timeout = timeout.total_seconds()
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, numbers.Real)
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
+    if not is_number(timeout, positive=True):
         raise ValueError(
             f"`{source}` must be a positive number of seconds or a "
             f"datetime.timedelta. Received: {timeout!r}"

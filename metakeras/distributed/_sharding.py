@@ -1,11 +1,11 @@
 """`shard`: this process's share of every meta-batch of a task source."""
 
-import numbers
 import os
 
 import keras
 import torch.distributed as dist
 
+from metakeras._checks import check_int, is_int
 from metakeras.distributed._process_group import env_int, group_ready, is_distributed
 
 
@@ -62,11 +62,8 @@ def shard(tasks, rank=None, world_size=None):
             world_size = dist.get_world_size() if is_distributed() else 1
         if rank is None:
             rank = dist.get_rank() if is_distributed() else 0
-    if not _is_positive_int(world_size):
-        raise ValueError(
-            f"`world_size` must be a positive integer. Received: {world_size!r}"
-        )
-    if not _is_int(rank) or not 0 <= rank < world_size:
+    check_int("world_size", world_size, echo_name=False)
+    if not is_int(rank) or not 0 <= rank < world_size:
         raise ValueError(
             f"`rank` must be an integer in [0, {world_size}) for "
             f"world_size={world_size}. Received: rank={rank!r}"
@@ -80,7 +77,7 @@ def shard(tasks, rank=None, world_size=None):
     if world_size == 1:
         return tasks
     size = getattr(tasks, "meta_batch_size", None)
-    if _is_int(size):
+    if is_int(size):
         _check_divisible(int(size), world_size)
     return _Shard(tasks, int(rank), int(world_size))
 
@@ -155,11 +152,3 @@ def _check_divisible(size, world_size):
             f"meta_batch_size={size}, world_size={world_size}). Use a multiple "
             f"of {world_size}, e.g. {choices}."
         )
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_positive_int(value):
-    return _is_int(value) and value >= 1

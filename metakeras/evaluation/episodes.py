@@ -7,11 +7,10 @@ collected (calling `on_epoch_end()` between passes, as Keras does), and
 `collect_episodes` freezes them into arrays.
 """
 
-import numbers
-
 import keras
 import numpy as np
 
+from metakeras._checks import check_int
 from metakeras.tasks.episode import EPISODE_KEYS, unpack_episode
 
 __all__ = ["collect_episodes"]
@@ -76,15 +75,12 @@ class _Batch:
 def _check_episodes(episodes):
     if episodes is None:
         return None
-    if (
-        isinstance(episodes, bool)
-        or not isinstance(episodes, numbers.Integral)
-        or episodes < 1
-    ):
-        raise ValueError(
-            "`episodes` must be a positive integer, None for every episode of one "
-            f"pass over `tasks`, or 'auto'. Received: episodes={episodes!r}"
-        )
+    check_int(
+        "episodes",
+        episodes,
+        expected="a positive integer, None for every episode of one pass over "
+        "`tasks`, or 'auto'",
+    )
     return int(episodes)
 
 

@@ -1,10 +1,9 @@
 """Evaluating models on episodes: `evaluate_episodes`, `compare_models`."""
 
-import numbers
-
 import keras
 import numpy as np
 
+from metakeras._checks import check_flag, check_int, invalid, is_int
 from metakeras._progress import progress_bar, resolve_verbose
 from metakeras.evaluation._metrics import _TASKS, _resolve_metrics
 from metakeras.evaluation._scorer import _Scorer
@@ -311,25 +310,12 @@ def _options(metrics, task, from_logits, batch_size, seed):
     """The scoring options shared by every model, checked."""
     if task not in _TASKS:
         raise ValueError(f"Unknown task {task!r}. Valid choices: {list(_TASKS)}.")
-    if from_logits is not None and not isinstance(from_logits, bool):
-        raise ValueError(
-            "`from_logits` must be None (inferred), True or False. Received: "
-            f"from_logits={from_logits!r}"
+    if from_logits is not None:
+        check_flag(
+            "from_logits", from_logits, expected="None (inferred), True or False"
         )
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, numbers.Integral)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            f"`batch_size` must be a positive integer. Received: {batch_size!r}"
-        )
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
-    ):
-        raise ValueError(
-            f"`seed` must be None or a non-negative integer. Received: {seed!r}"
-        )
+    check_int("batch_size", batch_size, echo_name=False)
+    check_int("seed", seed, 0, none=True, echo_name=False)
     return {
         "metrics": _resolve_metrics(metrics),
         "task": task,
@@ -387,11 +373,7 @@ def _check_model(model, name, allow_untrained):
             "adapt with: call model.compile(optimizer, loss=...) and meta-train "
             "it with model.fit(...) before evaluating it."
         )
-    if not isinstance(allow_untrained, bool):
-        raise ValueError(
-            "`allow_untrained` must be True or False. Received: "
-            f"allow_untrained={allow_untrained!r}"
-        )
+    check_flag("allow_untrained", allow_untrained)
     optimizer = getattr(model, "optimizer", None)
     iterations = getattr(optimizer, "iterations", None)
     if (
@@ -426,15 +408,7 @@ def _resolve_steps(steps, model, name, strict):
             "`steps` must be None, a non-negative integer or a non-empty list of "
             f"them. Received: steps={steps!r}"
         )
-    for value in values:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Integral)
-            or value < 0
-        ):
-            raise ValueError(
-                "`steps` must be None, a non-negative integer or a list of them. "
-                f"Received: steps={steps!r}"
-            )
+    if not all(is_int(value, 0) for value in values):
+        raise invalid("steps", "None, a non-negative integer or a list of them", steps)
     values = sorted({int(v) for v in values})
     return values, own if own in values else values[-1]

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import torch
 
+from metakeras._checks import check_int
 from metakeras.tasks.episode import EPISODE_KEYS, unpack_episode, validate_episode
 
 _NAMES = ("support_x", "support_y", "query_x", "query_y")
@@ -155,12 +156,6 @@ def to_tensor(value, name):
     return tensor
 
 
-def check_flag(value, name, extra=""):
-    """Raises unless `value` is a bool, naming the argument `name`."""
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False{extra}. Received: {value!r}")
-
-
 def check_single_input_output(learner):
     """Episodes hold one input array and one target array per task."""
     inputs = getattr(learner, "inputs", None) if learner.built else None
@@ -191,15 +186,7 @@ def check_meta_batch_arrays(support_x, support_y, query_x, batch_size):
                 "axis, i.e. shape (tasks, examples, ...). Received shape "
                 f"{tuple(np.shape(value))}."
             )
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            "`batch_size` must be a positive integer. Received: "
-            f"batch_size={batch_size!r}"
-        )
+    check_int("batch_size", batch_size, types=int)
 
 
 def refuse_episodes(x):

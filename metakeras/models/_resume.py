@@ -30,7 +30,6 @@ moment of the backup are put back before the next batch.
 import contextlib
 import copy
 import json
-import numbers
 import os
 import random
 import uuid
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 
 from metakeras import _keras_compat
+from metakeras._checks import is_int
 from metakeras._io import atomic_path
 
 _PREFIX = "ckpt-"
@@ -325,7 +325,7 @@ def _position_holder(source):
         if source is None:
             return None
         epoch = getattr(source, "epoch", None)
-        if isinstance(epoch, numbers.Integral) and not isinstance(epoch, bool):
+        if is_int(epoch):
             return source
         source = getattr(source, "tasks", None)
     return None

@@ -2,6 +2,7 @@
 
 import keras
 
+from metakeras._checks import check_choice, check_int
 from metakeras.layers import BatchNormalization, Conv2D, MaxPooling2D
 
 DATA_FORMATS = ("channels_first", "channels_last")
@@ -61,10 +62,7 @@ def conv4(
     >>> model.output_shape
     (None, 5)
     """
-    if data_format not in DATA_FORMATS:
-        raise ValueError(
-            f"`data_format` must be one of {list(DATA_FORMATS)}. Received: {data_format!r}"
-        )
+    check_choice("data_format", data_format, DATA_FORMATS, echo_name=False)
     if len(tuple(input_shape)) != 3:
         raise ValueError(
             "`input_shape` must be (channels, height, width) for channels_first or "
@@ -81,10 +79,7 @@ def conv4(
             "(e.g. `image_size=` of the dataset loaders), or use a learner with "
             "fewer poolings."
         )
-    if outputs is not None and (not isinstance(outputs, int) or outputs < 1):
-        raise ValueError(
-            f"`outputs` must be None or a positive integer. Received: {outputs!r}"
-        )
+    check_int("outputs", outputs, none=True, echo_name=False, types=int)
     axis = 1 if data_format == "channels_first" else -1
     layers = [keras.Input(tuple(input_shape))]
     for block in range(4):

@@ -4,9 +4,9 @@ import keras
 import torch
 
 from metakeras import _keras_compat
+from metakeras._checks import check_flag, check_int
 from metakeras.inner import resolve_inner
 from metakeras.models._adaptation import select_examples
-from metakeras.models._checks import check_flag
 from metakeras.models._cloning import learner_with_weights
 from metakeras.models.meta_model import MetaModel
 
@@ -157,8 +157,8 @@ class MAML(MetaModel):
             adapt_layers = list(adapt_layers)
             if not adapt_layers:
                 raise ValueError("`adapt_layers` must name at least one layer.")
-        check_flag(transductive_eval, "transductive_eval")
-        check_flag(per_step_bn_statistics, "per_step_bn_statistics")
+        check_flag("transductive_eval", transductive_eval, echo_name=False)
+        check_flag("per_step_bn_statistics", per_step_bn_statistics, echo_name=False)
         self.adapt_layers = adapt_layers
         self.transductive_eval = transductive_eval
         self.per_step_bn_statistics = per_step_bn_statistics
@@ -439,9 +439,4 @@ class MAML(MetaModel):
 
 
 def _check_steps(steps):
-    if steps is not None and (
-        isinstance(steps, bool) or not isinstance(steps, int) or steps < 0
-    ):
-        raise ValueError(
-            f"`steps` must be None or a non-negative integer. Received: steps={steps!r}"
-        )
+    check_int("steps", steps, 0, none=True, types=int)

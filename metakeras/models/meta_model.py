@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 from metakeras import _keras_compat
+from metakeras._checks import check_flag
 from metakeras._progress import resolve_verbose
 from metakeras.distributed._reduce import metrics_result
 from metakeras.models import _resume
 from metakeras.models._adaptation import TaskAdaptation
 from metakeras.models._checks import (
     InputChecks,
-    check_flag,
     check_meta_batch_arrays,
     check_single_input_output,
     refuse_episodes,
@@ -89,7 +89,12 @@ class MetaModel(
                 f"subclassed). Received: {type(learner).__name__}"
             )
         if vectorize_tasks != "auto":
-            check_flag(vectorize_tasks, "vectorize_tasks", extra=' or "auto"')
+            check_flag(
+                "vectorize_tasks",
+                vectorize_tasks,
+                expected='True or False or "auto"',
+                echo_name=False,
+            )
         check_single_input_output(learner)
         self.learner = learner
         self.vectorize_tasks = vectorize_tasks

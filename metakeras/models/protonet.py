@@ -1,11 +1,10 @@
 """Prototypical Networks (Snell et al., 2017)."""
 
 import keras
-import numpy as np
 import torch
 
+from metakeras._checks import check_choice, check_flag, check_number
 from metakeras.layers.batch_normalization import _discarding_moving_statistics
-from metakeras.models._checks import check_flag
 from metakeras.models._cloning import learner_with_weights
 from metakeras.models.meta_model import MetaModel
 
@@ -106,20 +105,9 @@ class ProtoNet(MetaModel):
         **kwargs,
     ):
         super().__init__(learner, vectorize_tasks=vectorize_tasks, **kwargs)
-        check_flag(transductive_eval, "transductive_eval")
-        if distance not in DISTANCES:
-            raise ValueError(
-                f"`distance` must be one of {list(DISTANCES)}. Received: {distance!r}"
-            )
-        if scale is not None and (
-            isinstance(scale, bool)
-            or not isinstance(scale, (int, float))
-            or not np.isfinite(scale)
-            or scale <= 0
-        ):
-            raise ValueError(
-                f"`scale` must be None or a positive number. Received: {scale!r}"
-            )
+        check_flag("transductive_eval", transductive_eval, echo_name=False)
+        check_choice("distance", distance, DISTANCES, echo_name=False)
+        check_number("scale", scale, none=True, echo_name=False, types=(int, float))
         self.distance = distance
         self.scale = scale
         self.transductive_eval = transductive_eval
@@ -245,7 +233,7 @@ class ProtoNet(MetaModel):
         """
         if transductive is None:
             transductive = self.transductive_eval
-        check_flag(transductive, "transductive")
+        check_flag("transductive", transductive, echo_name=False)
         support_x, support_y = self._check_single_task(support_x, support_y)
         if support_y.ndim != 1:
             raise ValueError(
@@ -290,7 +278,7 @@ class _EmbeddingClassifier(keras.Model):
         self, embedding, num_classes, embedding_dim, batch_statistics=False, **kwargs
     ):
         super().__init__(**kwargs)
-        check_flag(batch_statistics, "batch_statistics")
+        check_flag("batch_statistics", batch_statistics, echo_name=False)
         self.embedding = embedding
         self.num_classes = int(num_classes)
         self.embedding_dim = int(embedding_dim)
@@ -391,10 +379,7 @@ class PrototypeClassifier(_EmbeddingClassifier):
         super().__init__(
             embedding, num_classes, embedding_dim, batch_statistics, **kwargs
         )
-        if distance not in DISTANCES:
-            raise ValueError(
-                f"`distance` must be one of {list(DISTANCES)}. Received: {distance!r}"
-            )
+        check_choice("distance", distance, DISTANCES, echo_name=False)
         self.distance = distance
         self.scale = float(scale)
         self.prototypes = self._state(

@@ -5,6 +5,7 @@ import math
 import keras
 import torch
 
+from metakeras._checks import check_number
 from metakeras.models.protonet import ProtoNet, _EmbeddingClassifier
 
 
@@ -106,14 +107,7 @@ class R2D2(ProtoNet):
         kwargs.pop("distance", None)
         super().__init__(learner, scale=scale, **kwargs)
         for name, value in (("regularizer", regularizer), ("scale", scale)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not value > 0
-            ):
-                raise ValueError(
-                    f"`{name}` must be a positive number. Received: {name}={value!r}"
-                )
+            check_number(name, value, finite=False, types=(int, float))
         self.regularizer = float(regularizer)
         self.log_regularizer = self.add_weight(
             shape=(),

@@ -44,6 +44,7 @@ Why these values:
 
 import inspect
 
+from metakeras._checks import check_choice
 from metakeras.models.anil import ANIL
 from metakeras.models.maml import MAML
 from metakeras.models.matching_net import MatchingNet
@@ -58,7 +59,6 @@ from metakeras.models.settings import (  # noqa: F401  (public through registry)
     SETTINGS,
     TASKS,
     Setting,
-    _is_number,
     get_setting,
 )
 
@@ -245,8 +245,7 @@ class Algorithm:
         ]
 
     def _check_task(self, task):
-        if task not in TASKS:
-            raise ValueError(f"`task` must be one of {list(TASKS)}. Received: {task!r}")
+        check_choice("task", task, TASKS, echo_name=False)
         if task not in self.tasks:
             raise ValueError(
                 f"{self.name} ({self.summary}) has no {task} form; choose one of "
@@ -357,8 +356,8 @@ def available(task=None):
     >>> "protonet" in available("regression")
     False
     """
-    if task is not None and task not in TASKS:
-        raise ValueError(f"`task` must be one of {list(TASKS)}. Received: {task!r}")
+    if task is not None:
+        check_choice("task", task, TASKS, echo_name=False)
     return tuple(n for n, a in _ALGORITHMS.items() if task is None or task in a.tasks)
 
 

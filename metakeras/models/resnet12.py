@@ -2,6 +2,7 @@
 
 import keras
 
+from metakeras._checks import check_choice, check_int, is_int
 from metakeras.layers import BatchNormalization, Conv2D, MaxPooling2D
 from metakeras.models.conv4 import DATA_FORMATS
 
@@ -61,17 +62,9 @@ def resnet12(
     >>> model.output_shape
     (None, 640)
     """
-    if data_format not in DATA_FORMATS:
-        raise ValueError(
-            f"`data_format` must be one of {list(DATA_FORMATS)}. Received: {data_format!r}"
-        )
-    if pooling not in POOLINGS:
-        raise ValueError(
-            f"`pooling` must be one of {list(POOLINGS)}. Received: {pooling!r}"
-        )
-    if len(tuple(filters)) != 4 or not all(
-        isinstance(f, int) and f >= 1 for f in filters
-    ):
+    check_choice("data_format", data_format, DATA_FORMATS, echo_name=False)
+    check_choice("pooling", pooling, POOLINGS, echo_name=False)
+    if len(tuple(filters)) != 4 or not all(is_int(f, 1, types=int) for f in filters):
         raise ValueError(
             f"`filters` must be four positive integers. Received: {filters!r}"
         )
@@ -86,10 +79,7 @@ def resnet12(
             "resnet12 halves the image four times, so height and width must be at "
             f"least 16; received input_shape={tuple(input_shape)!r} ({data_format})."
         )
-    if outputs is not None and (not isinstance(outputs, int) or outputs < 1):
-        raise ValueError(
-            f"`outputs` must be None or a positive integer. Received: {outputs!r}"
-        )
+    check_int("outputs", outputs, none=True, echo_name=False, types=int)
     inputs = keras.Input(tuple(input_shape))
     x = inputs
     for block, width in enumerate(filters):

@@ -6,30 +6,19 @@ its type, its check and its flag; the registry says which algorithm takes
 which, with what default.
 """
 
-import math
-import numbers
-
 import numpy as np
+
+from metakeras._checks import check_choice, is_flag, is_int, is_number
 
 TASKS = ("classification", "regression")
 
-_BOOLS = (bool, np.bool_)
 _KINDS = {
     # kind: (check, description of valid values, conversion)
-    "count": (lambda v: _is_number(v, numbers.Integral, 0), "an integer >= 0", int),
-    "size": (lambda v: _is_number(v, numbers.Integral, 1), "a positive integer", int),
-    "rate": (lambda v: _is_number(v, numbers.Real), "a positive number", float),
-    "flag": (lambda v: isinstance(v, _BOOLS), "true or false", bool),
+    "count": (lambda v: is_int(v, 0), "an integer >= 0", int),
+    "size": (lambda v: is_int(v, 1), "a positive integer", int),
+    "rate": (lambda v: is_number(v, positive=True), "a positive number", float),
+    "flag": (lambda v: is_flag(v, types=(bool, np.bool_)), "true or false", bool),
 }
-
-
-def _is_number(value, kind, minimum=None):
-    """`value` is a finite `kind` (not a bool), `>= minimum` or else `> 0`."""
-    if isinstance(value, _BOOLS) or not isinstance(value, kind):
-        return False
-    if minimum is None:
-        return math.isfinite(value) and value > 0
-    return value >= minimum
 
 
 def _zero_head():
@@ -65,10 +54,7 @@ class Setting:
     """
 
     def __init__(self, name, kind, help, callback=None, none=None):
-        if kind not in _KINDS:
-            raise ValueError(
-                f"`kind` must be one of {list(_KINDS)}. Received: {kind!r}"
-            )
+        check_choice("kind", kind, _KINDS, echo_name=False)
         self.name = name
         self.kind = kind
         self.help = help

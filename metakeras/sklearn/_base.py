@@ -11,7 +11,6 @@ top-level scikit-learn package.
 """
 
 import contextlib
-import numbers
 import random
 
 import keras
@@ -21,6 +20,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from metakeras._checks import is_flag, is_int, is_number
 from metakeras.models import MetaModel, registry
 from metakeras.models.registry import _accepted_arguments
 
@@ -68,7 +68,7 @@ class _MetaEstimatorBase(BaseEstimator):
         for param in ("vectorize_tasks", "warm_start"):
             value = getattr(self, param)
             auto_allowed = param == "vectorize_tasks"
-            if isinstance(value, (bool, np.bool_)) or (
+            if is_flag(value, types=(bool, np.bool_)) or (
                 auto_allowed and value == "auto"
             ):
                 continue
@@ -89,7 +89,7 @@ class _MetaEstimatorBase(BaseEstimator):
                 f"{name}: `callbacks` must be None or a list of "
                 f"keras.callbacks.Callback. Received: callbacks={self.callbacks!r}"
             )
-        if not _is_int(self.verbose, 0):
+        if not is_int(self.verbose, 0):
             raise ValueError(
                 f"{name}: `verbose` must be 0, 1 or 2. Received: verbose={self.verbose!r}"
             )
@@ -126,7 +126,7 @@ class _MetaEstimatorBase(BaseEstimator):
             isinstance(units, (str, bytes))
             or not hasattr(units, "__len__")
             or len(units) == 0
-            or not all(_is_int(u, minimum=1) for u in units)
+            or not all(is_int(u, minimum=1) for u in units)
         ):
             raise ValueError(
                 f"{name}: `hidden_units` must be a non-empty sequence of positive "
@@ -134,12 +134,12 @@ class _MetaEstimatorBase(BaseEstimator):
             )
         for param, minimum in self._int_params():
             value = getattr(self, param)
-            if not _is_int(value, minimum):
+            if not is_int(value, minimum):
                 raise ValueError(
                     f"{name}: `{param}` must be an integer >= {minimum}. "
                     f"Received: {param}={value!r}"
                 )
-        if self.adapt_steps is not None and not _is_int(self.adapt_steps, 0):
+        if self.adapt_steps is not None and not is_int(self.adapt_steps, 0):
             raise ValueError(
                 f"{name}: `adapt_steps` must be None or an integer >= 0. "
                 f"Received: adapt_steps={self.adapt_steps!r}"
@@ -152,12 +152,7 @@ class _MetaEstimatorBase(BaseEstimator):
                     f"Received: {setting.name}={value!r}"
                 )
         value = self.learning_rate
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Real)
-            or not np.isfinite(value)
-            or value <= 0
-        ):
+        if value is not None and not is_number(value, positive=True):
             raise ValueError(
                 f"{name}: `learning_rate` must be a positive finite number or "
                 f"None. Received: learning_rate={value!r}"
@@ -415,14 +410,6 @@ class _Seeds:
             torch.random.set_rng_state(torch_state)
 
 
-def _is_int(value, minimum):
-    return (
-        not isinstance(value, (bool, np.bool_))
-        and isinstance(value, numbers.Integral)
-        and value >= minimum
-    )
-
-
 def _drawn_on_cpu(make_learner):
     """`make_learner()`, with the initial weights it would draw on the CPU.
 
@@ -448,9 +435,3 @@ def _drawn_on_cpu(make_learner):
 
 def _column(y):
     return column_or_1d(y, warn=True)
-
-
-def _preview(values, limit=10):
-    values = list(np.asarray(values).tolist())
-    text = ", ".join(repr(v) for v in values[:limit])
-    return f"[{text}{', ...' if len(values) > limit else ''}]"

@@ -5,7 +5,8 @@ import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 
-from metakeras.sklearn._base import _column, _MetaEstimatorBase, _preview, _Seeds
+from metakeras._checks import preview
+from metakeras.sklearn._base import _column, _MetaEstimatorBase, _Seeds
 from metakeras.tasks import TaskSampler
 
 __all__ = ["MetaClassifier"]
@@ -332,7 +333,7 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
                 f"{type(self).__name__}: this model (algorithm={self.algorithm!r}) "
                 f"has a head of {self.n_outputs_} logits, so it can adapt to tasks "
                 f"of at most {self.n_outputs_} classes; the support set has "
-                f"{len(classes)} classes ({_preview(classes)}). Refit with ways >= "
+                f"{len(classes)} classes ({preview(classes)}). Refit with ways >= "
                 f"{len(classes)}, or use algorithm='protonet'."
             )
         steps = self._adapt_steps()

@@ -11,7 +11,6 @@ the rest.
 """
 
 import math
-import numbers
 
 import numpy as np
 from sklearn.model_selection import BaseCrossValidator
@@ -20,7 +19,7 @@ from sklearn.utils.metadata_routing import UNUSED
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, column_or_1d
 
-from metakeras.sklearn._base import _is_int
+from metakeras._checks import is_int, is_number
 from metakeras.sklearn.scoring import FewShotScorer, _check_random_state, _check_sizes
 
 __all__ = ["ClassSplit", "TaskSplit"]
@@ -119,7 +118,7 @@ class _HeldOutSplit(BaseCrossValidator):
         """
         self._check_params()
         seed = self.random_state
-        if not _is_int(seed, 0):
+        if not is_int(seed, 0):
             seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
         return FewShotScorer(shots=self.shots, scoring=scoring, random_state=seed)
 
@@ -127,25 +126,21 @@ class _HeldOutSplit(BaseCrossValidator):
         name = type(self).__name__
         size = getattr(self, self._size_param)
         fewest = 2 if size is None else 1
-        if not _is_int(self.n_splits, fewest):
+        if not is_int(self.n_splits, fewest):
             folds = f" (folds of the {self._units})" if size is None else ""
             raise ValueError(
                 f"{name}: `n_splits` must be an integer >= {fewest}{folds}. "
                 f"Received: n_splits={self.n_splits!r}"
             )
-        fraction = (
-            isinstance(size, numbers.Real)
-            and not isinstance(size, (numbers.Integral, np.bool_))
-            and 0 < size < 1
-        )
-        if not (size is None or fraction or _is_int(size, self._min_test)):
+        fraction = not is_int(size) and is_number(size, positive=True) and size < 1
+        if not (size is None or fraction or is_int(size, self._min_test)):
             raise ValueError(
                 f"{name}: `{self._size_param}` must be None (every {self._unit} "
                 f"held out once, in n_splits folds), an integer >= {self._min_test} "
                 f"({self._units} held out per split) or a float in (0, 1) (their "
                 f"fraction). Received: {self._size_param}={size!r}"
             )
-        if not _is_int(self.shots, 1):
+        if not is_int(self.shots, 1):
             raise ValueError(
                 f"{name}: `shots` must be an integer >= 1. Received: shots={self.shots!r}"
             )
@@ -171,7 +166,7 @@ class _HeldOutSplit(BaseCrossValidator):
                     f"{way_out}."
                 )
             return None
-        n_test = size if _is_int(size, 0) else math.ceil(size * n_units)
+        n_test = size if is_int(size, 0) else math.ceil(size * n_units)
         if not least <= n_test <= most:
             raise ValueError(
                 f"{name}: {param}={size!r} holds out {n_test} of the {n_units} "

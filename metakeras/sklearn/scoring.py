@@ -10,7 +10,7 @@ from sklearn.utils.metadata_routing import MetadataRequest
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, column_or_1d
 
-from metakeras.sklearn._base import _is_int
+from metakeras._checks import is_int
 from metakeras.sklearn.adaptation import _adapting_step, _detached, adapt
 
 __all__ = ["FewShotScorer"]
@@ -76,7 +76,7 @@ class FewShotScorer:
     """
 
     def __init__(self, shots=1, scoring=None, random_state=None):
-        if not _is_int(shots, 1):
+        if not is_int(shots, 1):
             raise ValueError(
                 f"FewShotScorer: `shots` must be an integer >= 1. Received: "
                 f"shots={shots!r}"
@@ -235,7 +235,7 @@ def _check_scoring(scoring):
 def _check_random_state(owner, random_state):
     if random_state is None or isinstance(random_state, np.random.RandomState):
         return
-    if _is_int(random_state, 0):
+    if is_int(random_state, 0):
         return
     raise ValueError(
         f"{owner}: `random_state` must be None, an integer >= 0 or a "

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from metakeras.tasks._checks import check_flag, check_positive_ints, resolve_seed
+from metakeras._checks import check_flag, check_positive_ints, resolve_seed
 
 
 class GroupedTasks(keras.utils.PyDataset):
@@ -92,7 +92,7 @@ class GroupedTasks(keras.utils.PyDataset):
             shots=shots, queries=queries, meta_batch_size=meta_batch_size, steps=steps
         )
         seed = resolve_seed(seed)
-        check_flag("resample", resample)
+        check_flag("resample", resample, echo_name=False)
         self.x = _finite_float32(x, "x")
         y = _finite_float32(y, "y")
         if y.ndim not in (1, 2):

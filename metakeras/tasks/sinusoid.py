@@ -5,7 +5,7 @@ import math
 import keras
 import numpy as np
 
-from metakeras.tasks._checks import check_positive_ints, resolve_seed
+from metakeras._checks import check_positive_ints, resolve_seed
 
 
 class SinusoidTasks(keras.utils.PyDataset):

@@ -1,8 +1,8 @@
 """Disjoint meta-train / validation / test class splits."""
 
-import numbers
-
 import numpy as np
+
+from metakeras._checks import check_int
 
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 
@@ -60,8 +60,7 @@ def split_classes(labels, fractions=None, seed=0, splits=None):
         return _check_explicit(classes, splits)
     if fractions is None:
         fractions = DEFAULT_FRACTIONS
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"`seed` must be a non-negative integer. Received: {seed!r}")
+    check_int("seed", seed, 0, echo_name=False)
     fractions = _check_fractions(fractions)
     shuffled = np.random.default_rng(seed).permutation(classes)
     bounds = np.round(np.cumsum(fractions) * classes.size).astype(int)

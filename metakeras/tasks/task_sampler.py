@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from metakeras.tasks._checks import check_flag, check_positive_ints, resolve_seed
+from metakeras._checks import check_flag, check_positive_ints, preview, resolve_seed
 
 _ROTATIONS = (0, 90, 180, 270)
 
@@ -128,8 +128,8 @@ class TaskSampler(keras.utils.PyDataset):
                 "query is trivially right and nothing is learned. Received: ways=1"
             )
         seed = resolve_seed(seed)
-        check_flag("resample", resample)
-        check_flag("shuffle", shuffle)
+        check_flag("resample", resample, echo_name=False)
+        check_flag("shuffle", shuffle, echo_name=False)
         if transform is not None and not callable(transform):
             raise ValueError(
                 "`transform` must be None or a callable `transform(image, rng)`. "
@@ -507,7 +507,7 @@ def _index_classes(y, classes, needed):
         if unknown.size:
             raise ValueError(
                 f"`classes` holds label(s) that `y` does not: "
-                f"{_preview(unknown)}. Labels in `y`: {_preview(present)} "
+                f"{preview(unknown)}. Labels in `y`: {preview(present)} "
                 f"({present.size} classes)."
             )
     codes = np.searchsorted(labels, y)
@@ -546,9 +546,3 @@ def _is_iterable(value):
     except TypeError:
         return False
     return True
-
-
-def _preview(values, limit=10):
-    values = list(np.asarray(values).tolist())
-    text = ", ".join(repr(v) for v in values[:limit])
-    return f"[{text}{', ...' if len(values) > limit else ''}]"
