@@ -108,42 +108,33 @@ class MatchingNet(ProtoNet):
 class MatchingClassifier(_EmbeddingClassifier):
     """Labels inputs by attention over stored support embeddings.
 
-    Returned by `MatchingNet.adapt`. `predict` returns logits
-    `(n, num_classes)`.
+    Returned by `MatchingNet.adapt`: `support` and `support_labels` hold the
+    task's embedded support set, and `predict` returns `matching_logits`
+    `(n, num_classes)` for its inputs.
 
     Args:
-        embedding: the embedding `keras.Model`.
-        num_classes: number of classes.
-        support_size: number of support examples.
-        embedding_dim: size of an embedding.
-        scale: multiplier of the cosine similarities. Defaults to `10.0`.
-        batch_statistics: embed every predicted batch with its own batch
-            statistics, as in `PrototypeClassifier`. Defaults to `False`.
-        **kwargs: passed to `keras.Model`.
+        embedding: the trained embedding network (`keras.Model`).
+        num_classes: the number of classes in the task.
+        support_size: the number of support examples.
+        embedding_dim: the size of one embedding.
+        scale: the attention's temperature. Defaults to `10.0`.
+        **kwargs: `batch_statistics` (as in `PrototypeClassifier`) and
+            `keras.Model` arguments.
 
     Example:
 
     ```python
-    classifier = matching_net.adapt(support_x, support_y)
-    labels = classifier.predict(query_x).argmax(-1)
+    attention = matching_net.adapt(support_x, support_y)
+    attention.predict(query_x).argmax(-1)
     ```
     """
 
     _CONFIG = (*_EmbeddingClassifier._CONFIG, "support_size", "scale")
 
     def __init__(
-        self,
-        embedding,
-        num_classes,
-        support_size,
-        embedding_dim,
-        scale=10.0,
-        batch_statistics=False,
-        **kwargs,
+        self, embedding, num_classes, support_size, embedding_dim, scale=10.0, **kwargs
     ):
-        super().__init__(
-            embedding, num_classes, embedding_dim, batch_statistics, **kwargs
-        )
+        super().__init__(embedding, num_classes, embedding_dim, **kwargs)
         self.support_size = int(support_size)
         self.scale = float(scale)
         self.support = self._state("support", (self.support_size, self.embedding_dim))

@@ -96,10 +96,11 @@ class R2D2(ProtoNet):
     Example:
 
     ```python
-    model = metakeras.R2D2(metakeras.models.conv4())
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(tasks, epochs=10)
-    classifier = model.adapt(support_x, support_y)  # a RidgeClassifier
+    r2d2 = metakeras.R2D2(metakeras.models.conv4(), regularizer=0.5)
+    r2d2.compile(optimizer=keras.optimizers.Adam(1e-3),
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    r2d2.fit(metakeras.tasks.TaskSampler(x, y, ways=5, shots=1), epochs=10)
+    head = r2d2.adapt(support_x, support_y)  # a RidgeClassifier
     ```
     """
 
@@ -158,28 +159,27 @@ class R2D2(ProtoNet):
 class RidgeClassifier(_EmbeddingClassifier):
     """A linear head fitted by `R2D2.adapt` on top of the embedding.
 
+    The ridge solution for the task's support set, scaled, is stored as
+    `kernel` and the meta-learned bias as `bias`; `predict` returns
+    `embedding(x) @ kernel + bias`, the logits.
+
     Args:
-        embedding: the embedding `keras.Model`.
-        num_classes: number of classes.
-        embedding_dim: size of an embedding.
-        batch_statistics: embed every predicted batch with its own batch
-            statistics, as in `PrototypeClassifier`. Defaults to `False`.
-        **kwargs: passed to `keras.Model`.
+        embedding: the network that maps inputs to features (`keras.Model`).
+        num_classes: how many classes the head scores.
+        embedding_dim: the width of the features.
+        **kwargs: `batch_statistics` (as in `PrototypeClassifier`) and
+            `keras.Model` arguments.
 
     Example:
 
     ```python
-    classifier = r2d2.adapt(support_x, support_y)
-    labels = classifier.predict(query_x).argmax(-1)
+    head = model.adapt(support_x, support_y)  # an R2D2 model's classifier
+    head.predict(query_x).argmax(-1)
     ```
     """
 
-    def __init__(
-        self, embedding, num_classes, embedding_dim, batch_statistics=False, **kwargs
-    ):
-        super().__init__(
-            embedding, num_classes, embedding_dim, batch_statistics, **kwargs
-        )
+    def __init__(self, embedding, num_classes, embedding_dim, **kwargs):
+        super().__init__(embedding, num_classes, embedding_dim, **kwargs)
         self.kernel = self._state("kernel", (self.embedding_dim, self.num_classes))
         self.bias = self._state("bias", (self.num_classes,))
         self.built = self.embedding.built

@@ -154,38 +154,28 @@ class RelationNet(ProtoNet):
 class RelationClassifier(_EmbeddingClassifier):
     """Scores inputs against stored class representatives with a relation module.
 
-    Returned by `RelationNet.adapt`. `predict` returns logits
-    `(n, num_classes)`.
+    Returned by `RelationNet.adapt`: `prototypes` holds the task's class
+    means, and `predict` returns the relation module's score of every
+    (input, class) pair as logits `(n, num_classes)`.
 
     Args:
-        embedding: the embedding `keras.Model`.
-        relation: the relation `keras.Model`.
-        num_classes: number of classes.
-        embedding_dim: size of an embedding.
-        batch_statistics: embed every predicted batch with its own batch
-            statistics, as in `PrototypeClassifier`. Defaults to `False`.
-        **kwargs: passed to `keras.Model`.
+        embedding: the trained embedding network (`keras.Model`).
+        relation: a copy of the trained relation module (`keras.Model`).
+        num_classes: the number of prototypes.
+        embedding_dim: the size of one embedding.
+        **kwargs: `batch_statistics` (as in `PrototypeClassifier`) and
+            `keras.Model` arguments.
 
     Example:
 
     ```python
-    classifier = relation_net.adapt(support_x, support_y)
-    labels = classifier.predict(query_x).argmax(-1)
+    scorer = relation_net.adapt(support_x, support_y)
+    predicted = scorer.predict(query_x).argmax(-1)
     ```
     """
 
-    def __init__(
-        self,
-        embedding,
-        relation,
-        num_classes,
-        embedding_dim,
-        batch_statistics=False,
-        **kwargs,
-    ):
-        super().__init__(
-            embedding, num_classes, embedding_dim, batch_statistics, **kwargs
-        )
+    def __init__(self, embedding, relation, num_classes, embedding_dim, **kwargs):
+        super().__init__(embedding, num_classes, embedding_dim, **kwargs)
         self.relation = relation
         self.prototypes = self._state(
             "prototypes", (self.num_classes, self.embedding_dim)

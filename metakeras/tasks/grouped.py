@@ -1,12 +1,12 @@
 """Regression episodes drawn within groups of rows: one group, one task."""
 
-import keras
 import numpy as np
 
 from metakeras._checks import check_flag, check_positive_ints, resolve_seed
+from metakeras.tasks._seeded import SeededTasks
 
 
-class GroupedTasks(keras.utils.PyDataset):
+class GroupedTasks(SeededTasks):
     """Meta-batches of regression episodes, each drawn within one group of rows.
 
     The rows of `x, y` belong to tasks named by `groups` (a user, a site, a
@@ -127,13 +127,8 @@ class GroupedTasks(keras.utils.PyDataset):
         self.resample = resample
         self.epoch = 0
 
-    def __len__(self):
-        return self.steps
-
     def __getitem__(self, index):
-        if not 0 <= index < self.steps:
-            raise IndexError(f"Batch index {index} out of range [0, {self.steps}).")
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = self._rng(index)
         t = self.meta_batch_size
         chosen = rng.choice(self.num_groups, t, replace=t > self.num_groups)
         per_task = self.shots + self.queries
@@ -147,10 +142,6 @@ class GroupedTasks(keras.utils.PyDataset):
             "query_x": self.x[query],
             "query_y": self.y[query],
         }
-
-    def on_epoch_end(self):
-        if self.resample:
-            self.epoch += 1
 
 
 def _finite_float32(values, name):

@@ -2,13 +2,13 @@
 
 import math
 
-import keras
 import numpy as np
 
 from metakeras._checks import check_positive_ints, resolve_seed
+from metakeras.tasks._seeded import SeededTasks
 
 
-class SinusoidTasks(keras.utils.PyDataset):
+class SinusoidTasks(SeededTasks):
     """Meta-batches of sinusoid regression tasks, `y = A * sin(x - phase)`.
 
     Each task draws an amplitude `A ~ U(amplitude_range)` and a phase
@@ -87,12 +87,7 @@ class SinusoidTasks(keras.utils.PyDataset):
         self.resample = resample
         self.epoch = 0
 
-    def __len__(self):
-        return self.steps
-
     def __getitem__(self, index):
-        if not 0 <= index < self.steps:
-            raise IndexError(f"Batch index {index} out of range [0, {self.steps}).")
         amplitude, phase, x = self._draw(index)
         y = amplitude[:, None, None] * np.sin(x - phase[:, None, None])
         k = self.shots
@@ -102,10 +97,6 @@ class SinusoidTasks(keras.utils.PyDataset):
             "query_x": x[:, k:],
             "query_y": y[:, k:].astype("float32"),
         }
-
-    def on_epoch_end(self):
-        if self.resample:
-            self.epoch += 1
 
     def task_parameters(self, index):
         """The amplitude and phase of each task of one batch.
@@ -134,7 +125,7 @@ class SinusoidTasks(keras.utils.PyDataset):
         return episodes
 
     def _draw(self, index):
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = self._rng(index)
         t = self.meta_batch_size
         amplitude = rng.uniform(*self.amplitude_range, size=t)
         phase = rng.uniform(*self.phase_range, size=t)

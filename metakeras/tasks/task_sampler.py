@@ -1,9 +1,9 @@
 """N-way K-shot episodes drawn from any labelled data."""
 
-import keras
 import numpy as np
 
 from metakeras._checks import check_flag, check_positive_ints, preview, resolve_seed
+from metakeras.tasks._seeded import SeededTasks
 
 _ROTATIONS = (0, 90, 180, 270)
 
@@ -12,7 +12,7 @@ _ROTATIONS = (0, 90, 180, 270)
 _MAX_PADDED_CLASS_SIZE = 2048
 
 
-class TaskSampler(keras.utils.PyDataset):
+class TaskSampler(SeededTasks):
     """Meta-batches of N-way K-shot classification episodes from labelled data.
 
     Each episode draws `ways` classes from `classes`, then `shots + queries`
@@ -288,13 +288,8 @@ class TaskSampler(keras.utils.PyDataset):
         """Classes this sampler can draw, rotated copies included."""
         return len(self.class_labels) * len(self.rotations)
 
-    def __len__(self):
-        return self.steps
-
     def __getitem__(self, index):
-        if not 0 <= index < self.steps:
-            raise IndexError(f"Batch index {index} out of range [0, {self.steps}).")
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = self._rng(index)
         episode, indices, degrees = self._draw(rng)
         t, n = self.meta_batch_size, self.ways
         flat = indices.reshape(-1)
@@ -310,10 +305,6 @@ class TaskSampler(keras.utils.PyDataset):
             for key in ("support_x", "support_y", "query_x", "query_y", "classes")
             + (("rotations",) if len(self.rotations) > 1 else ())
         }
-
-    def on_epoch_end(self):
-        if self.resample:
-            self.epoch += 1
 
     def as_episodes(self):
         """All batches of the current epoch, concatenated along the task axis.
