@@ -1,3 +1,25 @@
+"""Shared fixtures and builders for the whole suite.
+
+Layout: tests mirror the package (tests/models/ for metakeras/models/, tests/tasks/
+for metakeras/tasks/, ...); tests of root modules (inner.py, config.py, ...) and of
+the whole project (docs, tutorials, fuzzing) stay here at the top.
+
+Import mode: pytest's default ("prepend"): a test folder without `__init__.py`
+goes on sys.path and its files import as top-level modules. Hence:
+(1) test file names are unique across all folders but tests/cli/ (two files
+of one name would clash as one module);
+(2) the folders have no `__init__.py`: it would make each a package named
+after the folder, and tests/sklearn/ would shadow scikit-learn,
+tests/datasets/ HuggingFace's `datasets` where that is installed; helpers
+beside the tests import by their plain name (`from sklearn_helpers import`);
+(3) tests/cli/ is the one package (`cli`, a name nothing installed uses): its
+modules are `cli.test_*`, and they import their helper relatively
+(`from ._runs import ...`);
+(4) this is the one conftest.py, imported as `conftest` from every folder:
+builders that more than one test file uses live here (`from conftest import
+mlp`), never in a test module that another folder would have to import.
+"""
+
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -38,15 +60,12 @@ def on_device(value):
     return keras.ops.convert_to_tensor(value)
 
 
-def mlp(hidden=16, outputs=1, inputs=1, activation="tanh", name=None):
-    return keras.Sequential(
-        [
-            keras.Input((inputs,)),
-            keras.layers.Dense(hidden, activation=activation),
-            keras.layers.Dense(outputs),
-        ],
-        name=name,
-    )
+def mlp(hidden=16, outputs=1, inputs=1, activation="tanh", name=None, dropout=None):
+    """Input, Dense(hidden), [Dropout(dropout),] Dense(outputs)."""
+    layers = [keras.Input((inputs,)), keras.layers.Dense(hidden, activation=activation)]
+    if dropout is not None:
+        layers.append(keras.layers.Dropout(dropout))
+    return keras.Sequential([*layers, keras.layers.Dense(outputs)], name=name)
 
 
 def classification_episodes(tasks=4, ways=3, shots=2, queries=3, features=4, seed=0):
@@ -64,6 +83,119 @@ def classification_episodes(tasks=4, ways=3, shots=2, queries=3, features=4, see
     sx, sy = draw(shots)
     qx, qy = draw(queries)
     return {"support_x": sx, "support_y": sy, "query_x": qx, "query_y": qy}
+
+
+def random_episodes(
+    shape, tasks=2, ways=3, shots=2, queries=2, seed=0, uniform=False, grouped=False
+):
+    """Episodes of pure noise inputs `(tasks, ways * n, *shape)`, float32.
+
+    Inputs are standard normal, or uniform on [0, 1) with `uniform`; the
+    support is drawn before the queries. Labels run 0, 1, 2, 0, 1, 2, ...
+    or, with `grouped`, 0, 0, 1, 1, 2, 2, ...
+    """
+    rng = np.random.default_rng(seed)
+
+    def draw(n):
+        size = (tasks, ways * n, *shape)
+        x = rng.random(size) if uniform else rng.normal(size=size)
+        labels = (
+            np.repeat(np.arange(ways), n) if grouped else np.tile(np.arange(ways), n)
+        )
+        return x.astype("float32"), np.tile(labels, (tasks, 1))
+
+    sx, sy = draw(shots)
+    qx, qy = draw(queries)
+    return {"support_x": sx, "support_y": sy, "query_x": qx, "query_y": qy}
+
+
+def sine_episodes(tasks=4, shots=5, queries=5, seed=0, amplitudes_first=False):
+    """Sinusoid regression episodes: `a * sin(x)`, x in [-2, 2), a in [0.5, 2).
+
+    `amplitudes_first` draws the amplitudes before the inputs (a different
+    set of episodes for the same seed).
+    """
+    rng = np.random.default_rng(seed)
+    if amplitudes_first:
+        a = rng.uniform(0.5, 2.0, size=(tasks, 1, 1))
+    x = rng.uniform(-2, 2, size=(tasks, shots + queries, 1)).astype("float32")
+    if not amplitudes_first:
+        a = rng.uniform(0.5, 2, (tasks, 1, 1))
+    y = (np.sin(x) * a).astype("float32")
+    return {
+        "support_x": x[:, :shots],
+        "support_y": y[:, :shots],
+        "query_x": x[:, shots:],
+        "query_y": y[:, shots:],
+    }
+
+
+def sinusoid_tasks(**kwargs):
+    """Small `SinusoidTasks`: 5 shots, 5 queries, 4 tasks a batch, 5 batches."""
+    kwargs.setdefault("shots", 5)
+    kwargs.setdefault("queries", 5)
+    kwargs.setdefault("meta_batch_size", 4)
+    kwargs.setdefault("steps", 5)
+    kwargs.setdefault("seed", 0)
+    return SinusoidTasks(**kwargs)
+
+
+def regression_maml(hidden=16, inner_steps=2, inner_learning_rate=0.05, **kwargs):
+    """MAML on `mlp(hidden, relu)`, compiled with Adam(1e-2) and the MSE."""
+    model = metakeras.MAML(
+        mlp(hidden=hidden, activation="relu"),
+        inner_steps=inner_steps,
+        inner_learning_rate=inner_learning_rate,
+        **kwargs,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    return model
+
+
+# --------------------------------------- a few-shot family with 2 informative
+# features (the algorithm, registry and ZeroHead tests)
+
+WAYS, SHOTS, QUERIES, FEATURES = 3, 2, 5, 16
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def informative_episodes(tasks, seed):
+    """Classes differ in 2 of 16 features; the other 14 are loud noise.
+
+    A learner that was never meta-trained mixes the noise into every
+    prediction; meta-learning finds the 2 informative features.
+    """
+    rng = np.random.default_rng(seed)
+    centers = np.zeros((tasks, WAYS, FEATURES))
+    centers[..., :2] = rng.normal(size=(tasks, WAYS, 2)) * 2.0
+
+    def draw(n):
+        y = np.tile(np.arange(WAYS), (tasks, n))
+        x = centers[np.arange(tasks)[:, None], y]
+        x = x + np.concatenate(
+            [
+                rng.normal(size=(tasks, WAYS * n, 2)) * 0.5,
+                rng.normal(size=(tasks, WAYS * n, FEATURES - 2)) * 3.0,
+            ],
+            axis=-1,
+        )
+        return x.astype("float32"), y.astype("int64")
+
+    sx, sy = draw(SHOTS)
+    qx, qy = draw(QUERIES)
+    return {"support_x": sx, "support_y": sy, "query_x": qx, "query_y": qy}
+
+
+def dense_learner(outputs=WAYS, seed=0, hidden=32):
+    """Dense layers "body" (relu) and "head" on FEATURES inputs, seeded."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(hidden, activation="relu", name="body"),
+            keras.layers.Dense(outputs, name="head"),
+        ]
+    )
 
 
 # ------------------------------------------------------ evaluation builders
@@ -159,7 +291,8 @@ def functional_classifier():
     return keras.Model(inputs, keras.layers.Dense(3)(hidden))
 
 
-def trained_classifier(inner_steps=2, **kwargs):
+def classifier_maml(inner_steps=2, **kwargs):
+    """MAML on `functional_classifier()`, compiled for 3-way classification."""
     model = metakeras.MAML(
         functional_classifier(),
         inner_learning_rate=0.5,
@@ -172,6 +305,11 @@ def trained_classifier(inner_steps=2, **kwargs):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    return model
+
+
+def trained_classifier(inner_steps=2, **kwargs):
+    model = classifier_maml(inner_steps, **kwargs)
     model.fit(
         classification_episodes(tasks=32, seed=1), batch_size=8, epochs=3, verbose=0
     )
@@ -183,9 +321,5 @@ def trained_regressor(inner_steps=2):
         mlp(hidden=16, activation="relu"), inner_steps=inner_steps, vectorize_tasks=True
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", metrics=["mae"])
-    model.fit(
-        SinusoidTasks(shots=5, queries=5, meta_batch_size=4, steps=5, seed=0),
-        epochs=1,
-        verbose=0,
-    )
+    model.fit(sinusoid_tasks(), epochs=1, verbose=0)
     return model

@@ -10,6 +10,7 @@ from conftest import (
     classification_episodes,
     functional_classifier,
     indexed_episodes,
+    mlp,
     trained_classifier,
     trained_regressor,
 )
@@ -173,14 +174,7 @@ def test_compare_models_sees_identical_episodes_and_pairs_differences():
 def test_seeded_comparison_pairs_stochastic_adaptation():
     # Dropout is active in the inner loop, so adaptation is random. With a
     # seed, the same model under two names adapts identically on every episode.
-    learner = keras.Sequential(
-        [
-            keras.Input((4,)),
-            keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dropout(0.5),
-            keras.layers.Dense(3),
-        ]
-    )
+    learner = mlp(hidden=16, outputs=3, inputs=4, activation="relu", dropout=0.5)
     model = metakeras.MAML(learner, inner_learning_rate=0.5, inner_steps=2)
     model.compile(
         optimizer="adam",

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CUDA
+from conftest import CUDA, mlp
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
@@ -176,13 +176,7 @@ def test_learner_argument_forms():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(30, 4)) + np.repeat(np.arange(3), 10)[:, None] * 3
     y = np.repeat([0, 1, 2], 10)
-    model = keras.Sequential(
-        [
-            keras.Input((4,)),
-            keras.layers.Dense(8, activation="tanh"),
-            keras.layers.Dense(3),
-        ]
-    )
+    model = mlp(hidden=8, outputs=3, inputs=4)
     clf = MetaClassifier(algorithm="maml", ways=3, learner=model, **_tiny()).fit(X, y)
     assert clf.model_.learner is not model  # a clone with fresh weights
     assert clone(clf).learner is not model

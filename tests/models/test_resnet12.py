@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_episodes
 
 import metakeras
 from metakeras.models import resnet12
@@ -77,13 +78,7 @@ def test_forward_pass_equals_pytorch(training):
 
 
 def test_maml_and_protonet_train_on_resnet12():
-    rng = np.random.default_rng(0)
-    episodes = {
-        "support_x": rng.random((2, 6, 3, 16, 16)).astype("float32"),
-        "support_y": np.tile(np.repeat(np.arange(3), 2), (2, 1)),
-        "query_x": rng.random((2, 6, 3, 16, 16)).astype("float32"),
-        "query_y": np.tile(np.repeat(np.arange(3), 2), (2, 1)),
-    }
+    episodes = random_episodes((3, 16, 16), uniform=True, grouped=True)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     small = dict(input_shape=(3, 16, 16), filters=(4, 4, 8, 8))
     for model in (

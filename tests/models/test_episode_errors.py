@@ -5,6 +5,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from conftest import mlp, random_episodes
 
 import metakeras
 
@@ -12,23 +13,11 @@ SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def learner(outputs=3):
-    return keras.Sequential(
-        [
-            keras.Input((4,)),
-            keras.layers.Dense(8, activation="relu"),
-            keras.layers.Dense(outputs),
-        ]
-    )
+    return mlp(hidden=8, outputs=outputs, inputs=4, activation="relu")
 
 
-def episodes(tasks=2, ways=3, shots=2, queries=2, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "support_x": rng.normal(size=(tasks, ways * shots, 4)).astype("float32"),
-        "support_y": np.tile(np.repeat(np.arange(ways), shots), (tasks, 1)),
-        "query_x": rng.normal(size=(tasks, ways * queries, 4)).astype("float32"),
-        "query_y": np.tile(np.repeat(np.arange(ways), queries), (tasks, 1)),
-    }
+def episodes(**kwargs):
+    return random_episodes((4,), grouped=True, **kwargs)
 
 
 def compiled(model):

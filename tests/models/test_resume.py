@@ -10,6 +10,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from conftest import mlp
 
 import metakeras
 from metakeras.tasks import SinusoidTasks
@@ -22,14 +23,7 @@ def build(dropout=0.1, inner_batch_size=3):
     # mini-batches (`torch.randperm`) exercise every random state training
     # consumes; Adam has moments that a restore must bring back.
     keras.utils.set_random_seed(0)
-    learner = keras.Sequential(
-        [
-            keras.Input((1,)),
-            keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dropout(dropout),
-            keras.layers.Dense(1),
-        ]
-    )
+    learner = mlp(hidden=16, activation="relu", dropout=dropout)
     model = metakeras.MAML(
         learner,
         inner_steps=2,
@@ -190,7 +184,7 @@ def test_a_backup_of_another_task_source_is_refused(tmp_path):
 _CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = {paths!r}  # test_resume and the conftest it imports
     import numpy as np, keras
     from test_resume import build, state_of, EPOCHS, STEPS
 
@@ -216,7 +210,8 @@ def test_sigkill_mid_epoch_then_restart_matches_the_uninterrupted_run(
     tmp_path, uninterrupted
 ):
     script = tmp_path / "child.py"
-    script.write_text(_CHILD.format(tests=os.path.dirname(__file__)))
+    here = os.path.dirname(os.path.abspath(__file__))
+    script.write_text(_CHILD.format(paths=[here, os.path.dirname(here)]))
     env = dict(os.environ, KERAS_BACKEND="torch", PYTHONHASHSEED="0")
     backup, out = str(tmp_path / "backup"), str(tmp_path / "final.npz")
 

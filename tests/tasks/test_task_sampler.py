@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import mlp
 from PIL import Image
 
 import metakeras
@@ -387,13 +388,7 @@ def test_maml_fits_on_digits_episodes():
         classes=range(6),
         seed=0,
     )
-    learner = keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dense(5),
-        ]
-    )
+    learner = mlp(hidden=16, outputs=5, inputs=64, activation="relu")
     model = metakeras.MAML(learner, inner_learning_rate=0.1)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),

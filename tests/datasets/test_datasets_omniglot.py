@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from metakeras.datasets import omniglot
 from metakeras.tasks import TaskSampler
 
-REAL_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
+REAL_DATA = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "omniglot"
 
 # Tiny official-layout sets: {alphabet: characters}.
 BACKGROUND = {"Alpha": 2, "Beta": 1}

@@ -4,24 +4,15 @@ import keras
 import numpy as np
 import pytest
 import torch
-from conftest import mlp
+from conftest import mlp, sine_episodes
 
 import metakeras
 
 LR, STEPS = 0.1, 2
 
 
-def _episodes(tasks=3, shots=5, queries=7, seed=1):
-    rng = np.random.default_rng(seed)
-    a = rng.uniform(0.5, 2.0, size=(tasks, 1, 1))
-    x = rng.uniform(-2, 2, size=(tasks, shots + queries, 1)).astype("float32")
-    y = (a * np.sin(x)).astype("float32")
-    return {
-        "support_x": x[:, :shots],
-        "support_y": y[:, :shots],
-        "query_x": x[:, shots:],
-        "query_y": y[:, shots:],
-    }
+def _episodes(tasks=3):
+    return sine_episodes(tasks=tasks, queries=7, seed=1, amplitudes_first=True)
 
 
 def _reference_gradient(weights, episodes, first_order):

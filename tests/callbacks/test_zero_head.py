@@ -3,24 +3,13 @@
 import keras
 import numpy as np
 import pytest
-from test_algorithms import FEATURES, LOSS, WAYS, informative_episodes
+from conftest import LOSS, WAYS, dense_learner, informative_episodes
 
 import metakeras
 
 
-def learner(seed=0):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((FEATURES,)),
-            keras.layers.Dense(8, activation="relu", name="body"),
-            keras.layers.Dense(WAYS, name="head"),
-        ]
-    )
-
-
 def test_head_is_zero_after_every_step_and_one_step_makes_prototypes():
-    model = metakeras.MAML(learner(), inner_learning_rate=0.5)
+    model = metakeras.MAML(dense_learner(hidden=8), inner_learning_rate=0.5)
     model.compile(optimizer="adam", loss=LOSS)
     seen = []
 
@@ -37,7 +26,9 @@ def test_head_is_zero_after_every_step_and_one_step_makes_prototypes():
     )
     assert seen == [0.0] * 4  # ZeroHead runs first, Probe sees its result
     body = model.learner.get_layer("body").get_weights()
-    assert not np.allclose(body[0], learner().get_layer("body").get_weights()[0])
+    assert not np.allclose(
+        body[0], dense_learner(hidden=8).get_layer("body").get_weights()[0]
+    )
     # One inner step from the zero head: column k = lr / n * (c_k - mean).
     episodes = informative_episodes(tasks=1, seed=2)
     sx, sy = episodes["support_x"][0], episodes["support_y"][0]
@@ -53,7 +44,7 @@ def test_head_is_zero_after_every_step_and_one_step_makes_prototypes():
 def test_named_layer_config_and_errors():
     callback = metakeras.callbacks.ZeroHead(layer="head")
     assert metakeras.callbacks.ZeroHead(**callback.get_config()).layer == "head"
-    model = metakeras.MAML(learner(), inner_learning_rate=0.5)
+    model = metakeras.MAML(dense_learner(hidden=8), inner_learning_rate=0.5)
     model.compile(optimizer="adam", loss=LOSS)
     with pytest.raises(ValueError, match="is not a layer of the learner"):
         model.fit(

@@ -6,7 +6,13 @@ import keras
 import numpy as np
 import pytest
 import torch
-from conftest import classification_episodes, mlp
+from conftest import (
+    classification_episodes,
+    mlp,
+    random_episodes,
+    regression_maml,
+    sinusoid_tasks,
+)
 
 import metakeras
 from metakeras.callbacks import (
@@ -26,33 +32,13 @@ def _numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
-def _sinusoid(steps=3, meta_batch_size=4, seed=0):
-    return metakeras.tasks.SinusoidTasks(
-        shots=5, queries=5, meta_batch_size=meta_batch_size, steps=steps, seed=seed
-    )
-
-
-def _maml(hidden=16):
-    model = metakeras.MAML(
-        mlp(hidden=hidden, activation="relu"), inner_steps=2, inner_learning_rate=0.05
-    )
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
-    return model
-
-
 # ProtoNet models here keep the task loop (`vectorize_tasks=False`, also on
 # a GPU): Keras's own quantized layers, which these tests cover, cannot run
 # under vmap, where quantize_weights stores the kernels itself instead.
 
 
 def _protonet(episodes_features=6):
-    embedding = keras.Sequential(
-        [
-            keras.Input((episodes_features,)),
-            keras.layers.Dense(32, activation="relu"),
-            keras.layers.Dense(16),
-        ]
-    )
+    embedding = mlp(hidden=32, outputs=16, inputs=episodes_features, activation="relu")
     model = metakeras.ProtoNet(embedding, vectorize_tasks=False)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-2),
@@ -88,8 +74,10 @@ def test_fake_quantize_has_few_values_per_channel(mode, levels, at_least):
 
 
 def test_maml_weights_are_quantized_onto_the_int8_grid():
-    model = _maml()
-    model.fit(_sinusoid(), epochs=1, verbose=0, callbacks=[Quantization("int8")])
+    model = regression_maml()
+    model.fit(
+        sinusoid_tasks(steps=3), epochs=1, verbose=0, callbacks=[Quantization("int8")]
+    )
     for layer in model.learner.layers:
         kernel = _numpy(layer.kernel)
         assert kernel.dtype == np.float32  # stays differentiable for the inner loop
@@ -156,10 +144,12 @@ def test_protonet_dense_layers_are_stored_in_int8_and_the_file_shrinks(tmp_path)
 
 
 def test_adapt_on_a_quantized_maml_adapts_the_dequantized_weights():
-    model = _maml()
-    model.fit(_sinusoid(), epochs=1, verbose=0, callbacks=[Quantization("int8")])
+    model = regression_maml()
+    model.fit(
+        sinusoid_tasks(steps=3), epochs=1, verbose=0, callbacks=[Quantization("int8")]
+    )
     grid = [_numpy(layer.kernel) for layer in model.learner.layers]
-    task = _sinusoid(meta_batch_size=1, seed=5)[0]
+    task = sinusoid_tasks(steps=3, meta_batch_size=1, seed=5)[0]
     adapted = model.adapt(task["support_x"][0], task["support_y"][0], steps=3)
     for layer, start in zip(adapted.layers, grid):
         assert not np.array_equal(_numpy(layer.kernel), start)  # adapted in float
@@ -176,9 +166,9 @@ def test_adapt_on_a_quantized_maml_adapts_the_dequantized_weights():
 
 
 def test_quantization_keeps_pruned_zeros_and_masks_are_saved(tmp_path):
-    model = _maml()
+    model = regression_maml()
     model.fit(
-        _sinusoid(),
+        sinusoid_tasks(steps=3),
         epochs=1,
         verbose=0,
         callbacks=[MagnitudePruning(0.5), Quantization("int8")],
@@ -197,7 +187,7 @@ def test_quantization_keeps_pruned_zeros_and_masks_are_saved(tmp_path):
 
 
 def test_quantization_aware_fine_tuning_fake_quantizes_the_fast_weights():
-    model = _maml()
+    model = regression_maml()
 
     class Spy(keras.callbacks.Callback):
         constraints = {}
@@ -208,7 +198,7 @@ def test_quantization_aware_fine_tuning_fake_quantizes_the_fast_weights():
 
     spy = Spy()
     model.fit(
-        _sinusoid(steps=2),
+        sinusoid_tasks(steps=2),
         epochs=3,
         verbose=0,
         callbacks=[
@@ -293,15 +283,9 @@ def test_conv4_file_stores_int8_kernels_and_shrinks(tmp_path, mode, ratio):
 
 
 def _image_episodes(tasks=2, ways=3):
-    rng = np.random.default_rng(1)
-    sy = np.tile(np.arange(ways), (tasks, 1))
-    qy = np.tile(np.arange(ways), (tasks, 2))
-    return {
-        "support_x": rng.random((tasks, ways, 1, 28, 28)).astype("float32"),
-        "support_y": sy,
-        "query_x": rng.random((tasks, 2 * ways, 1, 28, 28)).astype("float32"),
-        "query_y": qy,
-    }
+    return random_episodes(
+        (1, 28, 28), tasks=tasks, ways=ways, shots=1, seed=1, uniform=True
+    )
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "protonet"])
@@ -430,7 +414,7 @@ def test_unsupported_mode_names_the_valid_choices():
     for make in (
         Quantization,
         FakeQuantization,
-        lambda mode: quantize_weights(_maml(), mode),
+        lambda mode: quantize_weights(regression_maml(), mode),
     ):
         with pytest.raises(
             ValueError,
@@ -454,10 +438,10 @@ def test_bad_quantization_arguments():
             verbose=0,
             callbacks=[Quantization("int8", fine_tune_epochs=1)],
         )
-    maml = _maml()
+    maml = regression_maml()
     with pytest.raises(ValueError, match=r"unknown layer\(s\) \['nope'\]"):
         maml.fit(
-            _sinusoid(steps=1),
+            sinusoid_tasks(steps=1),
             epochs=1,
             verbose=0,
             callbacks=[Quantization("int8", layers=["nope"])],

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 import torch
+from conftest import random_episodes
 
 import metakeras
 from metakeras.layers import BatchNormalization
@@ -23,13 +24,7 @@ def small_net(batch_norm, axis=1, shape=(2, 6, 6)):
 
 
 def episodes():
-    rng = np.random.default_rng(0)
-    return {
-        "support_x": rng.normal(size=(3, 6, 2, 6, 6)).astype("float32"),
-        "support_y": np.tile(np.arange(3), (3, 2)),
-        "query_x": rng.normal(size=(3, 9, 2, 6, 6)).astype("float32"),
-        "query_y": np.tile(np.arange(3), (3, 3)),
-    }
+    return random_episodes((2, 6, 6), tasks=3, queries=3)
 
 
 def meta_step(batch_norm, vectorize=False, first_order=False):

@@ -3,51 +3,16 @@
 import keras
 import numpy as np
 import pytest
+from conftest import (
+    FEATURES,
+    LOSS,
+    SHOTS,
+    WAYS,
+    dense_learner,
+    informative_episodes,
+)
 
 import metakeras
-
-WAYS, SHOTS, QUERIES, FEATURES = 3, 2, 5, 16
-
-
-def informative_episodes(tasks, seed):
-    """Classes differ in 2 of 16 features; the other 14 are loud noise.
-
-    A learner that was never meta-trained mixes the noise into every
-    prediction; meta-learning finds the 2 informative features.
-    """
-    rng = np.random.default_rng(seed)
-    centers = np.zeros((tasks, WAYS, FEATURES))
-    centers[..., :2] = rng.normal(size=(tasks, WAYS, 2)) * 2.0
-
-    def draw(n):
-        y = np.tile(np.arange(WAYS), (tasks, n))
-        x = centers[np.arange(tasks)[:, None], y]
-        x = x + np.concatenate(
-            [
-                rng.normal(size=(tasks, WAYS * n, 2)) * 0.5,
-                rng.normal(size=(tasks, WAYS * n, FEATURES - 2)) * 3.0,
-            ],
-            axis=-1,
-        )
-        return x.astype("float32"), y.astype("int64")
-
-    sx, sy = draw(SHOTS)
-    qx, qy = draw(QUERIES)
-    return {"support_x": sx, "support_y": sy, "query_x": qx, "query_y": qy}
-
-
-def dense_learner(outputs=WAYS, seed=0):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((FEATURES,)),
-            keras.layers.Dense(32, activation="relu", name="body"),
-            keras.layers.Dense(outputs, name="head"),
-        ]
-    )
-
-
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 ALGORITHMS = {
     "maml": lambda learner: metakeras.MAML(
@@ -278,14 +243,7 @@ def test_every_algorithm_round_trips_through_keras_files(name, tmp_path):
 
 
 def test_transductive_eval_uses_query_batch_statistics():
-    learner = keras.Sequential(
-        [
-            keras.Input((FEATURES,)),
-            keras.layers.Dense(8),
-            keras.layers.BatchNormalization(),
-            keras.layers.Dense(WAYS),
-        ]
-    )
+    learner = bn_learner()
     episodes = informative_episodes(tasks=2, seed=12)
     outputs = []
     for transductive in (False, True):

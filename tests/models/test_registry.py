@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from test_algorithms import LOSS, WAYS, dense_learner, informative_episodes
+from conftest import LOSS, WAYS, dense_learner, informative_episodes
 
 import metakeras
 from metakeras import InnerLoop, demo
@@ -17,7 +17,7 @@ from metakeras.inner import SHORTHANDS
 from metakeras.models import registry
 from metakeras.sklearn import MetaClassifier, MetaRegressor
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NAMES = (
     "maml",
     "fomaml",

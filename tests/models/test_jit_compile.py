@@ -50,19 +50,17 @@ def _model(name, jit_compile=False, on_nonfinite="raise", optimizer="adam"):
     return model
 
 
-def _episodes(seed):
-    return classification_episodes(tasks=4, ways=3, shots=2, queries=3, seed=seed)
-
-
 @pytest.mark.parametrize("name", list(ALGORITHMS))
 def test_the_recorded_step_has_no_host_synchronisation_and_equals_eager(name):
     eager, graphed = _model(name), _model(name)
     runner = GraphedTrainStep(graphed)
     for seed in range(3):
         torch.manual_seed(seed)  # the same inner mini-batches for both
-        eager_logs = eager.train_on_batch(_episodes(seed), return_dict=True)
+        eager_logs = eager.train_on_batch(
+            classification_episodes(seed=seed), return_dict=True
+        )
         torch.manual_seed(seed)
-        tensors = graphed._episode_tensors(_episodes(seed))
+        tensors = graphed._episode_tensors(classification_episodes(seed=seed))
         graphed.reset_metrics()
         checker = _CaptureChecker(tensors[0].device)
         with _DeviceScalars(), checker:
@@ -128,8 +126,8 @@ def test_the_checker_names_a_host_read_and_where_it_happens():
     learner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), _HostRead()])
     model = metakeras.MAML(learner)
     model.compile("adam", SCE)
-    model.train_on_batch(_episodes(0))
-    tensors = model._episode_tensors(_episodes(1))
+    model.train_on_batch(classification_episodes(seed=0))
+    tensors = model._episode_tensors(classification_episodes(seed=1))
     checker = _CaptureChecker(DEVICE)
     with _DeviceScalars(), checker:
         GraphedTrainStep(model)._body(tensors)
@@ -156,9 +154,9 @@ def test_without_cuda_it_warns_once_and_trains_eagerly(tmp_path, name):
         warnings.simplefilter("always")
         for seed in range(3):
             torch.manual_seed(seed)
-            eager.train_on_batch(_episodes(seed))
+            eager.train_on_batch(classification_episodes(seed=seed))
             torch.manual_seed(seed)
-            graphed.train_on_batch(_episodes(seed))
+            graphed.train_on_batch(classification_episodes(seed=seed))
     reasons = [str(w.message) for w in caught if "jit_compile" in str(w.message)]
     # Every algorithm's train_step consults the graph runner.
     assert len(reasons) == 1
@@ -181,8 +179,12 @@ def test_cuda_graph_replays_the_eager_step(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         for seed in range(6):
-            eager_logs = eager.train_on_batch(_episodes(seed), return_dict=True)
-            logs = graphed.train_on_batch(_episodes(seed), return_dict=True)
+            eager_logs = eager.train_on_batch(
+                classification_episodes(seed=seed), return_dict=True
+            )
+            logs = graphed.train_on_batch(
+                classification_episodes(seed=seed), return_dict=True
+            )
             for key, value in eager_logs.items():
                 np.testing.assert_allclose(logs[key], value, rtol=1e-4, atol=1e-6)
     assert graphed._graph_runner.captured == 1

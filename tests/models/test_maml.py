@@ -4,10 +4,15 @@ import keras
 import numpy as np
 import pytest
 import torch
-from conftest import classification_episodes, mlp
+from conftest import (
+    classification_episodes,
+    classifier_maml,
+    functional_classifier,
+    mlp,
+    sinusoid_tasks,
+)
 
 import metakeras
-from metakeras.tasks import SinusoidTasks
 
 
 def sinusoid_maml(**kwargs):
@@ -17,21 +22,12 @@ def sinusoid_maml(**kwargs):
     return model
 
 
-def small_tasks(**kwargs):
-    kwargs.setdefault("shots", 5)
-    kwargs.setdefault("queries", 5)
-    kwargs.setdefault("meta_batch_size", 4)
-    kwargs.setdefault("steps", 5)
-    kwargs.setdefault("seed", 0)
-    return SinusoidTasks(**kwargs)
-
-
 def test_fit_returns_history_with_query_metrics():
     model = sinusoid_maml(vectorize_tasks=True)
     history = model.fit(
-        small_tasks(),
+        sinusoid_tasks(),
         epochs=2,
-        validation_data=small_tasks(seed=9, resample=False),
+        validation_data=sinusoid_tasks(seed=9, resample=False),
         verbose=0,
     )
     assert set(history.history) == {"loss", "mae", "val_loss", "val_mae"}
@@ -41,8 +37,8 @@ def test_fit_returns_history_with_query_metrics():
 
 def test_evaluate_reports_query_mse_after_adaptation():
     model = sinusoid_maml(inner_steps=2)
-    model.fit(small_tasks(), epochs=1, verbose=0)
-    tasks = small_tasks(seed=5, steps=2, resample=False)
+    model.fit(sinusoid_tasks(), epochs=1, verbose=0)
+    tasks = sinusoid_tasks(seed=5, steps=2, resample=False)
     result = model.evaluate(tasks, verbose=0, return_dict=True)
     episodes = tasks.as_episodes()
     predictions = model.adapt_and_predict(
@@ -64,7 +60,7 @@ def test_vectorized_and_sequential_tasks_train_identically():
     for vectorize in (False, True):
         keras.utils.set_random_seed(1)
         model = sinusoid_maml(vectorize_tasks=vectorize, inner_steps=2)
-        model.fit(small_tasks(), epochs=2, verbose=0)
+        model.fit(sinusoid_tasks(), epochs=2, verbose=0)
         results.append(model.learner.get_weights())
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, atol=1e-5)
@@ -72,8 +68,8 @@ def test_vectorized_and_sequential_tasks_train_identically():
 
 def test_adapt_leaves_meta_weights_and_lowers_support_loss():
     model = sinusoid_maml()
-    model.fit(small_tasks(), epochs=2, verbose=0)
-    batch = small_tasks(seed=3)[0]
+    model.fit(sinusoid_tasks(), epochs=2, verbose=0)
+    batch = sinusoid_tasks(seed=3)[0]
     sx, sy = batch["support_x"][0], batch["support_y"][0]
     before = [w.copy() for w in model.learner.get_weights()]
     adapted = model.adapt(sx, sy, steps=20)
@@ -110,7 +106,7 @@ def test_meta_training_beats_pooled_baseline():
 
 def test_save_and_load_round_trip(tmp_path):
     model = sinusoid_maml(inner_steps=3, first_order=True)
-    model.fit(small_tasks(), epochs=1, verbose=0)
+    model.fit(sinusoid_tasks(), epochs=1, verbose=0)
     path = tmp_path / "maml.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
@@ -120,7 +116,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert [layer["class_name"] for layer in loaded.learner.get_config()["layers"]] == [
         layer["class_name"] for layer in model.learner.get_config()["layers"]
     ]
-    batch = small_tasks(seed=4)[0]
+    batch = sinusoid_tasks(seed=4)[0]
     sx, sy, qx = batch["support_x"][0], batch["support_y"][0], batch["query_x"][0]
     np.testing.assert_allclose(
         model.adapt(sx, sy).predict(qx, verbose=0),
@@ -129,8 +125,8 @@ def test_save_and_load_round_trip(tmp_path):
     )
     # The optimizer state came along: training continues identically.
     # (Keras shuffles the order of a PyDataset's batches unless told not to.)
-    model.fit(small_tasks(seed=7), epochs=1, verbose=0, shuffle=False)
-    loaded.fit(small_tasks(seed=7), epochs=1, verbose=0, shuffle=False)
+    model.fit(sinusoid_tasks(seed=7), epochs=1, verbose=0, shuffle=False)
+    loaded.fit(sinusoid_tasks(seed=7), epochs=1, verbose=0, shuffle=False)
     for a, b in zip(model.learner.get_weights(), loaded.learner.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
@@ -140,9 +136,9 @@ def test_standard_callbacks(tmp_path):
     csv = tmp_path / "log.csv"
     checkpoint = tmp_path / "best.keras"
     history = model.fit(
-        small_tasks(),
+        sinusoid_tasks(),
         epochs=20,
-        validation_data=small_tasks(seed=8, resample=False),
+        validation_data=sinusoid_tasks(seed=8, resample=False),
         verbose=0,
         callbacks=[
             keras.callbacks.EarlyStopping(
@@ -165,14 +161,14 @@ def test_terminate_on_nan_stops_a_diverging_run():
     model = sinusoid_maml(inner_learning_rate=1e6, inner_steps=3)
     # By default a non-finite meta-update stops `fit` with an explanation.
     with pytest.raises(FloatingPointError, match="inner loop of task 0"):
-        model.fit(small_tasks(steps=20), epochs=3, verbose=0)
+        model.fit(sinusoid_tasks(steps=20), epochs=3, verbose=0)
     # With on_nonfinite="ignore" the update is applied as in plain Keras,
     # and Keras's TerminateOnNaN stops the run.
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3), loss="mse", on_nonfinite="ignore"
     )
     history = model.fit(
-        small_tasks(steps=20),
+        sinusoid_tasks(steps=20),
         epochs=3,
         verbose=0,
         callbacks=[keras.callbacks.TerminateOnNaN()],
@@ -262,13 +258,7 @@ class SubclassedLearner(keras.Model):
         return {**super().get_config(), "units": self.units, "outputs": self.outputs_}
 
 
-def functional_learner():
-    inputs = keras.Input((4,))
-    hidden = keras.layers.Dense(8, activation="relu")(inputs)
-    return keras.Model(inputs, keras.layers.Dense(3)(hidden))
-
-
-@pytest.mark.parametrize("make", [SubclassedLearner, functional_learner])
+@pytest.mark.parametrize("make", [SubclassedLearner, functional_classifier])
 def test_subclassed_and_functional_learners(make):
     model = metakeras.MAML(make(), inner_learning_rate=0.5, inner_steps=2)
     model.compile(
@@ -287,17 +277,7 @@ def test_subclassed_and_functional_learners(make):
 
 
 def test_meta_learned_classifier_adapts_to_new_tasks():
-    model = metakeras.MAML(
-        functional_learner(),
-        inner_learning_rate=0.5,
-        inner_steps=3,
-        vectorize_tasks=True,
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-2),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    model = classifier_maml(inner_steps=3)
     model.fit(
         classification_episodes(tasks=64, seed=3), batch_size=8, epochs=10, verbose=0
     )
@@ -317,7 +297,7 @@ def test_meta_learned_classifier_adapts_to_new_tasks():
 
 @pytest.fixture
 def classifier():
-    model = metakeras.MAML(functional_learner(), inner_learning_rate=0.1)
+    model = metakeras.MAML(functional_classifier(), inner_learning_rate=0.1)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     return model
 
@@ -391,7 +371,7 @@ def test_custom_loss_function_is_used_in_the_inner_loop():
 
     model = metakeras.MAML(mlp(), inner_learning_rate=0.1)
     model.compile(optimizer="adam", loss=half_squared)
-    batch = small_tasks()[0]
+    batch = sinusoid_tasks()[0]
     logs = model.train_on_batch(batch, return_dict=True)
     assert np.isfinite(logs["loss"])
 
@@ -408,7 +388,7 @@ def test_keras_constraints_hold_for_fast_weights_too():
     )
     model = metakeras.MAML(learner, inner_steps=3, inner_learning_rate=0.5)
     model.compile(optimizer="sgd", loss="mse")
-    batch = small_tasks()[0]
+    batch = sinusoid_tasks()[0]
     adapted = model.adapt(batch["support_x"][0], batch["support_y"][0] * 100)
     assert (adapted.layers[0].get_weights()[0] >= 0).all()
     model.train_on_batch(batch)

@@ -3,7 +3,7 @@ import csv
 import keras
 import numpy as np
 import pytest
-from conftest import classification_episodes, mlp
+from conftest import classification_episodes, mlp, regression_maml, sinusoid_tasks
 
 import metakeras
 from metakeras.callbacks import (
@@ -17,23 +17,6 @@ from metakeras.callbacks import (
 
 def _numpy(x):
     return keras.ops.convert_to_numpy(x)
-
-
-def _sinusoid(steps=6, meta_batch_size=4, seed=0):
-    return metakeras.tasks.SinusoidTasks(
-        shots=5, queries=5, meta_batch_size=meta_batch_size, steps=steps, seed=seed
-    )
-
-
-def _maml(hidden=16, inner_steps=2, vectorize_tasks="auto"):
-    model = metakeras.MAML(
-        mlp(hidden=hidden, activation="relu"),
-        inner_steps=inner_steps,
-        inner_learning_rate=0.05,
-        vectorize_tasks=vectorize_tasks,
-    )
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
-    return model
 
 
 def _kernels(model):
@@ -122,27 +105,27 @@ def test_bad_ranking_and_layers_are_rejected():
 
 
 def test_unknown_layer_names_name_the_valid_choices():
-    model = _maml()
+    model = regression_maml()
     first, second = (layer.name for layer in model.learner.layers)
     pruning = MagnitudePruning(0.5, layers=[first, "nope"])
     message = (
         rf"`layers` names unknown layer\(s\) \['nope'\]. Valid choices.*'{second}'"
     )
     with pytest.raises(ValueError, match=message):
-        model.fit(_sinusoid(steps=1), epochs=1, verbose=0, callbacks=[pruning])
+        model.fit(sinusoid_tasks(steps=1), epochs=1, verbose=0, callbacks=[pruning])
 
 
 # ---------------------------------------------------------- pruning in fit
 
 
 def test_sparsity_follows_schedule_at_the_steps_it_names():
-    model = _maml()
+    model = regression_maml()
     schedule = PolynomialDecay(
         0.0, 0.75, begin_step=2, end_step=8, power=1, frequency=2
     )
     recorder = _Recorder()
     model.fit(
-        _sinusoid(steps=11),
+        sinusoid_tasks(steps=11),
         epochs=1,
         verbose=0,
         shuffle=False,
@@ -158,11 +141,13 @@ def test_sparsity_follows_schedule_at_the_steps_it_names():
 
 
 def test_masked_weights_stay_zero_after_every_outer_step():
-    model = _maml()
+    model = regression_maml()
     recorder = _Recorder()
     # Masks are computed once, at step 0; every later outer step must keep them.
     pruning = MagnitudePruning(ConstantSparsity(0.6, begin_step=0, frequency=1000))
-    model.fit(_sinusoid(steps=8), epochs=1, verbose=0, callbacks=[pruning, recorder])
+    model.fit(
+        sinusoid_tasks(steps=8), epochs=1, verbose=0, callbacks=[pruning, recorder]
+    )
     masks = [_numpy(layer.kernel_constraint.mask) for layer in model.learner.layers]
     for mask in masks:
         assert np.count_nonzero(mask == 0) == round(0.6 * mask.size)
@@ -177,15 +162,15 @@ def test_masked_weights_stay_zero_after_every_outer_step():
 
 def test_masked_weights_stay_zero_after_adapt_and_in_fast_weights():
     # The task loop: the spy below reads each task's fast weights.
-    model = _maml(inner_steps=3, vectorize_tasks=False)
+    model = regression_maml(inner_steps=3, vectorize_tasks=False)
     model.fit(
-        _sinusoid(steps=3),
+        sinusoid_tasks(steps=3),
         epochs=1,
         verbose=0,
         callbacks=[MagnitudePruning(ConstantSparsity(0.5, begin_step=0))],
     )
     masks = [_numpy(layer.kernel_constraint.mask) for layer in model.learner.layers]
-    task = _sinusoid(meta_batch_size=3, seed=7)[0]
+    task = sinusoid_tasks(steps=6, meta_batch_size=3, seed=7)[0]
 
     adapted = model.adapt(task["support_x"][0], task["support_y"][0], steps=5)
     for layer, mask, original in zip(adapted.layers, masks, _kernels(model)):
@@ -235,7 +220,7 @@ def test_global_ranking_prunes_across_layers():
     )
     model.compile(optimizer="adam", loss="mse")
     pruning = MagnitudePruning(0.7, ranking="global", layers=["dense_1", "dense_2"])
-    model.fit(_sinusoid(steps=1), epochs=1, verbose=0, callbacks=[pruning])
+    model.fit(sinusoid_tasks(steps=1), epochs=1, verbose=0, callbacks=[pruning])
     first, second, third = (_numpy(k) for k in _kernels(model))
     assert np.count_nonzero(first == 0) == 0  # not named: untouched
     pruned = np.concatenate([second.ravel(), third.ravel()])
@@ -248,13 +233,7 @@ def test_global_ranking_prunes_across_layers():
 
 def test_protonet_outer_steps_keep_zeros():
     episodes = classification_episodes(tasks=8, features=6)
-    embedding = keras.Sequential(
-        [
-            keras.Input((6,)),
-            keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dense(8),
-        ]
-    )
+    embedding = mlp(hidden=16, outputs=8, inputs=6, activation="relu")
     model = metakeras.ProtoNet(embedding)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-2),
@@ -270,10 +249,10 @@ def test_protonet_outer_steps_keep_zeros():
 
 
 def test_sparsity_is_logged_to_history_and_csv(tmp_path):
-    model = _maml()
+    model = regression_maml()
     path = tmp_path / "log.csv"
     history = model.fit(
-        _sinusoid(steps=2),
+        sinusoid_tasks(steps=2),
         epochs=2,
         verbose=0,
         callbacks=[MagnitudePruning(0.4), keras.callbacks.CSVLogger(str(path))],
@@ -288,9 +267,9 @@ def test_sparsity_is_logged_to_history_and_csv(tmp_path):
 
 def test_callback_instance_is_reusable():
     pruning = MagnitudePruning(0.5)
-    first, second = _maml(), _maml()
-    first.fit(_sinusoid(steps=1), epochs=1, verbose=0, callbacks=[pruning])
-    second.fit(_sinusoid(steps=1), epochs=1, verbose=0, callbacks=[pruning])
+    first, second = regression_maml(), regression_maml()
+    first.fit(sinusoid_tasks(steps=1), epochs=1, verbose=0, callbacks=[pruning])
+    second.fit(sinusoid_tasks(steps=1), epochs=1, verbose=0, callbacks=[pruning])
     for model in (first, second):
         for kernel in _kernels(model):
             assert np.mean(_numpy(kernel) == 0) == pytest.approx(0.5, abs=0.02)
@@ -304,9 +283,9 @@ def test_callback_instance_is_reusable():
 
 
 def test_masks_survive_keras_save_and_load(tmp_path):
-    model = _maml()
+    model = regression_maml()
     model.fit(
-        _sinusoid(steps=2), epochs=1, verbose=0, callbacks=[MagnitudePruning(0.5)]
+        sinusoid_tasks(steps=2), epochs=1, verbose=0, callbacks=[MagnitudePruning(0.5)]
     )
     path = tmp_path / "pruned.keras"
     model.save(path)
@@ -320,18 +299,18 @@ def test_masks_survive_keras_save_and_load(tmp_path):
         )
         np.testing.assert_array_equal(_numpy(layer.kernel), _numpy(original.kernel))
     # The loaded model keeps the zeros through further meta-training.
-    loaded.fit(_sinusoid(steps=2, seed=3), epochs=1, verbose=0)
+    loaded.fit(sinusoid_tasks(steps=2, seed=3), epochs=1, verbose=0)
     for layer in loaded.learner.layers:
         mask = _numpy(layer.kernel_constraint.mask)
         assert np.all(_numpy(layer.kernel)[mask == 0] == 0)
 
 
 def test_adapted_model_carries_the_meta_models_masks(tmp_path):
-    model = _maml()
+    model = regression_maml()
     model.fit(
-        _sinusoid(steps=2), epochs=1, verbose=0, callbacks=[MagnitudePruning(0.5)]
+        sinusoid_tasks(steps=2), epochs=1, verbose=0, callbacks=[MagnitudePruning(0.5)]
     )
-    task = _sinusoid(meta_batch_size=1, seed=4)[0]
+    task = sinusoid_tasks(steps=6, meta_batch_size=1, seed=4)[0]
     adapted = model.adapt(task["support_x"][0], task["support_y"][0], steps=2)
     for layer, original in zip(adapted.layers, model.learner.layers):
         assert layer.kernel_constraint is not original.kernel_constraint
@@ -359,9 +338,9 @@ def test_masks_are_saved_as_bits():
 
 
 def test_strip_pruning_bakes_zeros_and_removes_masks():
-    model = _maml()
+    model = regression_maml()
     model.fit(
-        _sinusoid(steps=2), epochs=1, verbose=0, callbacks=[MagnitudePruning(0.5)]
+        sinusoid_tasks(steps=2), epochs=1, verbose=0, callbacks=[MagnitudePruning(0.5)]
     )
     plain = strip_pruning(model)
     assert type(plain) is type(model) and plain is not model
@@ -392,7 +371,7 @@ def test_existing_constraint_is_kept_under_the_mask():
     model = metakeras.MAML(learner)
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
     model.fit(
-        _sinusoid(steps=2), epochs=1, verbose=0, callbacks=[MagnitudePruning(0.5)]
+        sinusoid_tasks(steps=2), epochs=1, verbose=0, callbacks=[MagnitudePruning(0.5)]
     )
     kernel = _numpy(learner.layers[0].kernel)
     mask = _numpy(learner.layers[0].kernel_constraint.mask)

@@ -4,31 +4,10 @@ import keras
 import numpy as np
 import pytest
 import torch
+from conftest import mlp, sine_episodes
 
 import metakeras
 from metakeras import InnerLoop
-
-
-def learner(hidden=8):
-    return keras.Sequential(
-        [
-            keras.Input((1,)),
-            keras.layers.Dense(hidden, activation="tanh"),
-            keras.layers.Dense(1),
-        ]
-    )
-
-
-def episodes(tasks=4, shots=5, queries=5, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-2, 2, (tasks, shots + queries, 1)).astype("float32")
-    y = (np.sin(x) * rng.uniform(0.5, 2, (tasks, 1, 1))).astype("float32")
-    return {
-        "support_x": x[:, :shots],
-        "support_y": y[:, :shots],
-        "query_x": x[:, shots:],
-        "query_y": y[:, shots:],
-    }
 
 
 def weights_of(model):
@@ -43,7 +22,7 @@ def assert_unchanged(before, model):
 @pytest.mark.parametrize("vectorize_tasks", [False, True])
 def test_a_diverging_inner_loop_is_named_with_its_task_and_step(vectorize_tasks):
     model = metakeras.MAML(
-        learner(),
+        mlp(hidden=8),
         inner_steps=3,
         inner_learning_rate=1e6,
         vectorize_tasks=vectorize_tasks,
@@ -54,15 +33,15 @@ def test_a_diverging_inner_loop_is_named_with_its_task_and_step(vectorize_tasks)
         FloatingPointError,
         match=r"inner loop of task 0 of the meta-batch.* inner step [1-3]",
     ):
-        model.train_on_batch(episodes())
+        model.train_on_batch(sine_episodes())
     assert_unchanged(before, model)
     assert int(model.optimizer.iterations) == 0
 
 
 def test_a_non_finite_query_loss_is_named_as_the_outer_loss():
-    data = episodes()
+    data = sine_episodes()
     data["query_y"][2] = 1e30  # finite targets whose squared error overflows
-    model = metakeras.MAML(learner(), inner_steps=2, inner_learning_rate=0.01)
+    model = metakeras.MAML(mlp(hidden=8), inner_steps=2, inner_learning_rate=0.01)
     model.compile("adam", loss="mse")
     before = weights_of(model)
     with pytest.raises(
@@ -74,17 +53,17 @@ def test_a_non_finite_query_loss_is_named_as_the_outer_loss():
 
 
 def test_reptile_names_its_inner_loop_too():
-    model = metakeras.Reptile(learner(), inner_steps=3, inner_learning_rate=1e6)
+    model = metakeras.Reptile(mlp(hidden=8), inner_steps=3, inner_learning_rate=1e6)
     model.compile(keras.optimizers.SGD(1.0), loss="mse")
     with pytest.raises(FloatingPointError, match="inner loop of task"):
-        model.train_on_batch(episodes())
+        model.train_on_batch(sine_episodes())
 
 
 def test_skip_mode_leaves_weights_unchanged_and_counts_the_skipped_batches():
-    good, bad = episodes(tasks=2, seed=1), episodes(tasks=2, seed=2)
+    good, bad = sine_episodes(tasks=2, seed=1), sine_episodes(tasks=2, seed=2)
     bad["query_y"][:] = 1e30
     data = {k: np.concatenate([bad[k], good[k], bad[k]]) for k in good}
-    model = metakeras.MAML(learner(), inner_steps=1, inner_learning_rate=0.01)
+    model = metakeras.MAML(mlp(hidden=8), inner_steps=1, inner_learning_rate=0.01)
     model.compile(keras.optimizers.SGD(0.1), loss="mse", on_nonfinite="skip")
     # Only the good meta-batch moves the weights: the same as training on it.
     reference = metakeras.MAML(
@@ -105,18 +84,18 @@ def test_skip_mode_leaves_weights_unchanged_and_counts_the_skipped_batches():
 
 
 def test_ignore_mode_applies_the_update_as_plain_keras_does():
-    model = metakeras.MAML(learner(), inner_steps=3, inner_learning_rate=1e6)
+    model = metakeras.MAML(mlp(hidden=8), inner_steps=3, inner_learning_rate=1e6)
     model.compile("sgd", loss="mse", on_nonfinite="ignore")
-    model.train_on_batch(episodes())
+    model.train_on_batch(sine_episodes())
     assert not all(np.isfinite(w).all() for w in weights_of(model))
 
 
 def test_on_nonfinite_is_validated_and_saved(tmp_path):
-    model = metakeras.MAML(learner())
+    model = metakeras.MAML(mlp(hidden=8))
     with pytest.raises(ValueError, match=r"`on_nonfinite` must be one of .*'maybe'"):
         model.compile("adam", loss="mse", on_nonfinite="maybe")
     model.compile("adam", loss="mse", on_nonfinite="skip")
-    model.train_on_batch(episodes())
+    model.train_on_batch(sine_episodes())
     path = str(tmp_path / "m.keras")
     model.save(path)
     restored = keras.models.load_model(path)
@@ -144,9 +123,9 @@ def _manual_step(model, x, y, lr, clip):
 
 
 def test_inner_clipnorm_clips_each_step_in_adapt_and_evaluation():
-    data = episodes(tasks=2)
+    data = sine_episodes(tasks=2)
     model = metakeras.MAML(
-        learner(), inner_steps=1, inner_learning_rate=0.5, inner_clipnorm=0.05
+        mlp(hidden=8), inner_steps=1, inner_learning_rate=0.5, inner_clipnorm=0.05
     )
     model.compile("adam", loss="mse")
     x, y = data["support_x"][0], data["support_y"][0]
@@ -184,10 +163,10 @@ def test_inner_global_clipnorm_bounds_the_joint_step():
 
 def test_inner_clipping_lets_a_diverging_learning_rate_train():
     model = metakeras.MAML(
-        learner(), inner_steps=3, inner_learning_rate=1e6, inner_clipnorm=1e-7
+        mlp(hidden=8), inner_steps=3, inner_learning_rate=1e6, inner_clipnorm=1e-7
     )
     model.compile("adam", loss="mse")
-    logs = model.train_on_batch(episodes(), return_dict=True)
+    logs = model.train_on_batch(sine_episodes(), return_dict=True)
     assert np.isfinite(logs["loss"])
 
 
@@ -206,9 +185,9 @@ def test_inner_clipping_arguments_are_validated(kwargs, match):
 
 
 def test_inner_clipping_round_trips_through_get_config(tmp_path):
-    model = metakeras.MetaSGD(learner(), inner_global_clipnorm=2.0)
+    model = metakeras.MetaSGD(mlp(hidden=8), inner_global_clipnorm=2.0)
     model.compile("adam", loss="mse")
-    model.train_on_batch(episodes())
+    model.train_on_batch(sine_episodes())
     path = str(tmp_path / "m.keras")
     model.save(path)
     restored = keras.models.load_model(path)
@@ -218,10 +197,10 @@ def test_inner_clipping_round_trips_through_get_config(tmp_path):
 
 @pytest.mark.parametrize("option", ["clipnorm", "global_clipnorm"])
 def test_outer_optimizer_clipping_works_with_meta_models(option):
-    model = metakeras.MAML(learner(), inner_steps=1, inner_learning_rate=0.01)
+    model = metakeras.MAML(mlp(hidden=8), inner_steps=1, inner_learning_rate=0.01)
     model.compile(keras.optimizers.SGD(1.0, **{option: 1e-3}), loss="mse")
     before = weights_of(model)
-    model.train_on_batch(episodes())
+    model.train_on_batch(sine_episodes())
     steps = [b - a for a, b in zip(before, weights_of(model))]
     norms = [np.linalg.norm(s) for s in steps]
     if option == "clipnorm":
@@ -231,8 +210,8 @@ def test_outer_optimizer_clipping_works_with_meta_models(option):
 
 
 def test_adapt_names_the_weight_when_adaptation_diverges():
-    data = episodes(tasks=1)
-    model = metakeras.MAML(learner(), inner_steps=40, inner_learning_rate=1e6)
+    data = sine_episodes(tasks=1)
+    model = metakeras.MAML(mlp(hidden=8), inner_steps=40, inner_learning_rate=1e6)
     model.compile("adam", loss="mse")
     x, y = data["support_x"][0], data["support_y"][0]
     with pytest.raises(
@@ -241,7 +220,7 @@ def test_adapt_names_the_weight_when_adaptation_diverges():
         model.adapt(x, y)
     # A clipped inner loop stays finite at the same rate.
     clipped = metakeras.MAML(
-        learner(), inner_steps=40, inner_learning_rate=1e6, inner_clipnorm=1e-6
+        mlp(hidden=8), inner_steps=40, inner_learning_rate=1e6, inner_clipnorm=1e-6
     )
     clipped.compile("adam", loss="mse")
     clipped.adapt(x, y)
