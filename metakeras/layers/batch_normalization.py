@@ -38,7 +38,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     relative error in a convolution kernel's meta-gradient). So inside a
     `torch.func` gradient under `vmap` the layer normalises with
     `torch.var_mean`, `rsqrt` and one `addcmul`: exact, and fewer operators
-    than Keras's implementation (tested in `tests/test_layers.py`).
+    than Keras's implementation (tested in `tests/layers/test_layers.py`).
 
     It takes the arguments of `keras.layers.BatchNormalization` (its
     constructor is Keras's own).

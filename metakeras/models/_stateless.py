@@ -7,7 +7,7 @@ bookkeeping (argument binding, masks, autocasting, name scopes, tree
 flattening), paid per layer, per inner step, per task. `stateless_forward`
 runs such stacks by calling each layer's `call` directly inside the same
 `StatelessScope` `stateless_call` uses, so values, gradients and state
-updates are identical (tested in `tests/test_layers.py`); any model it
+updates are identical (tested in `tests/layers/test_layers.py`); any model it
 cannot prove simple goes through `stateless_call` unchanged.
 """
 

@@ -7,7 +7,7 @@ casts, reductions and `divide_no_nan` around the arithmetic, and as many
 again in its backward pass. For the two losses few-shot learning uses most,
 with Keras's default reduction, `TaskLoss` calls the equivalent PyTorch
 function instead (same value and gradients, tested against the Keras loss in
-`tests/test_task_loss.py`); every other loss, and any input it cannot prove
+`tests/models/test_task_loss.py`); every other loss, and any input it cannot prove
 equivalent, goes through the Keras loss unchanged.
 """
 
