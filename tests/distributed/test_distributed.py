@@ -28,7 +28,8 @@ from metakeras import distributed  # noqa: E402
 from metakeras.tasks import SinusoidTasks, TaskSampler  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+TESTS = os.path.dirname(HERE)
+ROOT = os.path.dirname(TESTS)
 EPOCHS = 2
 LAUNCH_TIMEOUT_S = 150
 
@@ -178,7 +179,7 @@ def _free_port():
 
 
 def _launch(mode, out, timeout=LAUNCH_TIMEOUT_S, processes=2, backend=None):
-    paths = [ROOT, HERE] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    paths = [ROOT, HERE, TESTS] + [p for p in [os.environ.get("PYTHONPATH")] if p]
     env = dict(
         os.environ,
         OMP_NUM_THREADS="1",
