@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from metakeras._checks import check_int
+from metakeras.tasks._seeded import SeededTasks
 from metakeras.tasks.episode import EPISODE_KEYS, unpack_episode, validate_episode
 
 _NAMES = ("support_x", "support_y", "query_x", "query_y")
@@ -190,12 +191,14 @@ def check_meta_batch_arrays(support_x, support_y, query_x, batch_size):
 
 
 def refuse_episodes(x):
-    """`predict` takes learner inputs; an episode source gets a pointer instead."""
-    episode = isinstance(x, dict) and set(EPISODE_KEYS) <= set(x)
-    if isinstance(x, keras.utils.PyDataset) and x.num_batches:
-        first = x[0]
-        episode = isinstance(first, dict) and set(EPISODE_KEYS) <= set(first)
-    if episode:
+    """`predict` takes learner inputs; an episode source gets a pointer instead.
+
+    Recognised without drawing a batch: a dict of episode arrays, or one of
+    metakeras's task sources.
+    """
+    if isinstance(x, SeededTasks) or (
+        isinstance(x, dict) and set(EPISODE_KEYS) <= set(x)
+    ):
         raise ValueError(
             "`predict` runs the learner with the meta-learned weights on plain "
             "inputs `(examples, *features)`, before any adaptation; received "
