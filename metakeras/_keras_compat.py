@@ -21,6 +21,7 @@ import inspect
 import weakref
 
 import keras
+import torch
 
 
 def loss_tracker(model):
@@ -340,3 +341,26 @@ def loss_function_kwargs(loss):
         A new dict; empty for a loss that is not such a wrapper.
     """
     return dict(getattr(loss, "_fn_kwargs", {}))
+
+
+def default_device():
+    """The `torch.device` Keras puts new tensors on (`convert_to_tensor`).
+
+    A GPU when there is one, unless a `keras.device(...)` scope says
+    otherwise. metakeras copies large host arrays there itself (through
+    pinned memory, see `metakeras.models._checks.to_tensor`) and needs to
+    know where Keras would have put them.
+
+    Why private: Keras's torch backend chooses the device in
+    `keras.src.backend.torch.core.get_device()`; no public API reports it
+    without creating a tensor.
+
+    Checked with Keras 3.15.1.
+
+    Returns:
+        A `torch.device`.
+    """
+    from keras.src.backend.torch.core import get_device
+
+    device = get_device()
+    return device if isinstance(device, torch.device) else torch.device(device)

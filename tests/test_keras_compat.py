@@ -15,6 +15,7 @@ import re
 import keras
 import numpy as np
 import pytest
+import torch
 
 import metakeras
 from metakeras import _keras_compat
@@ -396,6 +397,20 @@ def test_global_seed_generator_drives_unseeded_random_calls():
         "longer repeats the unseeded draws.",
     )
     assert _keras_compat.global_seed_generator() is generator
+
+
+def test_default_device_is_where_keras_puts_new_tensors():
+    device = _keras_compat.default_device()
+    assert isinstance(device, torch.device)
+    assert keras.ops.convert_to_tensor(np.zeros(2)).device == device, (
+        "_keras_compat.default_device: `get_device()` is no longer the device "
+        "of `convert_to_tensor`."
+    )
+    with keras.device("cpu"):
+        assert _keras_compat.default_device() == torch.device("cpu"), (
+            "_keras_compat.default_device: a `keras.device` scope no longer "
+            "sets the device `get_device()` reports."
+        )
 
 
 # ------------------------------------------------------------ flatten_layers

@@ -79,8 +79,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
             # The fused kernel also returns the batch mean and
             # 1/sqrt(var + eps), which give the moving-statistics update
             # without another pass.
-            outputs, mean, inverse_std = torch.native_batch_norm(
-                inputs, gamma, beta, None, None, True, 0.0, self.epsilon
+            outputs, mean, inverse_std = _batch_norm_training(
+                inputs, gamma, beta, self.epsilon
             )
         if _discarding_moving_statistics:
             return outputs
@@ -145,6 +145,35 @@ _discarding_moving_statistics = _Switch()
 # Gradients taken inside are not differentiated again (first-order MAML's
 # inner loop), so the fused kernel's batching rule is exact there too.
 _first_derivatives_only = _Switch()
+
+
+# cuDNN's batch normalization needs an epsilon of at least this (CUDNN_BN_MIN_EPSILON).
+_CUDNN_MIN_EPSILON = 1e-5
+
+
+def _batch_norm_training(inputs, gamma, beta, epsilon):
+    """Normalises with batch statistics; returns `(outputs, mean, 1/std)`.
+
+    On CUDA, cuDNN's kernel where it applies (what `F.batch_norm` would
+    choose), else PyTorch's native one. Both return the batch mean and
+    `1/sqrt(var + eps)`, which give the moving-statistics update without
+    another pass over the inputs, and both are differentiable twice. cuDNN's
+    is the faster on a GPU, by about a third for conv4's activations, and
+    under `vmap` PyTorch's batching rule calls it just the same.
+    """
+    if (
+        inputs.is_cuda
+        and gamma is not None
+        and beta is not None
+        and epsilon >= _CUDNN_MIN_EPSILON
+        and torch.backends.cudnn.enabled
+        and inputs.numel() < 2**31 - 1
+    ):
+        outputs, mean, inverse_std, _ = torch.cudnn_batch_norm(
+            inputs, gamma, beta, None, None, True, 0.0, epsilon
+        )
+        return outputs, mean, inverse_std
+    return torch.native_batch_norm(inputs, gamma, beta, None, None, True, 0.0, epsilon)
 
 
 def _under_grad_transform():

@@ -7,10 +7,13 @@ built from the first example the model sees (`_build_learner`) when it was
 not built already.
 """
 
+import warnings
+
 import keras
 import numpy as np
 import torch
 
+from metakeras import _keras_compat
 from metakeras._checks import check_int
 from metakeras.tasks._seeded import SeededTasks
 from metakeras.tasks.episode import EPISODE_KEYS, unpack_episode, validate_episode
@@ -143,18 +146,64 @@ class InputChecks:
 
 
 def to_tensor(value, name):
-    """`value` as a tensor, floating values as float32; `name` for errors."""
+    """`value` as a tensor on Keras's device, floating values as float32.
+
+    Large floating arrays bound for a GPU are converted to float32 on the
+    host and copied through page-locked memory (see `_pinned_copy`); the
+    rest goes through `keras.ops.convert_to_tensor`.
+
+    Args:
+        value: an array-like or a tensor.
+        name: the argument's name, for errors.
+
+    Returns:
+        A tensor on Keras's device.
+    """
     if not isinstance(value, torch.Tensor):
         array = np.asarray(value)
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
             raise ValueError(
                 f"`{name}` must be a numeric array; received dtype {array.dtype}."
             )
+        device = _keras_compat.default_device()
+        if (
+            device.type == "cuda"
+            and array.dtype in _PINNED_DTYPES
+            and array.nbytes >= _PINNED_MIN_BYTES
+        ):
+            return _pinned_copy(array, device)
         value = array
     tensor = keras.ops.convert_to_tensor(value)
     if tensor.is_floating_point() and tensor.dtype != torch.float32:
         tensor = tensor.to(torch.float32)
     return tensor
+
+
+# Floating arrays at least this large go to a GPU through pinned memory.
+_PINNED_MIN_BYTES = 1 << 16
+_PINNED_DTYPES = (np.dtype("float16"), np.dtype("float32"), np.dtype("float64"))
+
+
+def _pinned_copy(array, device):
+    """A floating host array as a float32 tensor on `device`, copied fast.
+
+    `keras.ops.convert_to_tensor` copies a NumPy array once on the host
+    (`np.array`) and again, from pageable memory, to the GPU; measured on
+    ProtoNet's 20-way 5-shot meta-batches (20 MB a step) that was about 10
+    ms of a 46 ms step. Here the one host copy goes into page-locked memory
+    (PyTorch's caching host allocator, several threads) and the GPU copy
+    runs from there asynchronously; the allocator keeps the block until the
+    copy is done.
+    """
+    if array.dtype != np.float32:
+        array = array.astype(np.float32)
+    with warnings.catch_warnings():
+        # A read-only array is only read here.
+        warnings.filterwarnings("ignore", message="The given NumPy array")
+        source = torch.from_numpy(np.ascontiguousarray(array))
+    staging = torch.empty(source.shape, dtype=torch.float32, pin_memory=True)
+    staging.copy_(source)
+    return staging.to(device, non_blocking=True)
 
 
 def check_single_input_output(learner):

@@ -119,7 +119,7 @@ class GraphedTrainStep:
         model = self.model
         guard = model.on_nonfinite != "ignore"
         watched = self._watched_variables() if guard else []
-        backup = [v.value.detach().clone() for v in watched]
+        backup = _copies([v.value for v in watched])
         model._graph_checks = []
         model._graph_episode = tensors
         try:
@@ -134,7 +134,7 @@ class GraphedTrainStep:
             with torch.no_grad():
                 for variable, saved in zip(watched, backup):
                     value = variable.value
-                    value.copy_(torch.where(ok, value, saved))
+                    torch.where(ok, value, saved, out=value)
                 if model.on_nonfinite == "skip":
                     model._skipped_tracker.update_state(
                         torch.logical_not(ok).to(torch.float32)
@@ -247,6 +247,20 @@ class GraphedTrainStep:
                 f"because {reason}.",
                 stacklevel=3,
             )
+
+
+def _copies(tensors):
+    """Copies of `tensors`, made by one multi-tensor kernel per dtype."""
+    copies = [torch.empty_like(t) for t in tensors]
+    groups = {}
+    for copy, tensor in zip(copies, tensors):
+        targets, sources = groups.setdefault(tensor.dtype, ([], []))
+        targets.append(copy)
+        sources.append(tensor.detach())
+    with torch.no_grad():
+        for targets, sources in groups.values():
+            torch._foreach_copy_(targets, sources)
+    return copies
 
 
 class _DeviceScalars(TorchFunctionMode):

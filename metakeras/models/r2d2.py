@@ -145,7 +145,7 @@ class R2D2(ProtoNet):
         classifier.kernel.assign(
             scale * ridge_weights(embeddings, support_y, ways, regularizer)
         )
-        classifier.bias.assign(bias * torch.ones(ways))
+        classifier.bias.assign(bias.detach().expand(ways))
         return classifier
 
     def get_config(self):

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 import torch
-from conftest import random_episodes
+from conftest import on_device, random_episodes, requires_cuda
 
 import metakeras
 from metakeras.layers import BatchNormalization
@@ -72,6 +72,32 @@ def test_first_order_maml_under_vmap_uses_the_fused_kernel_exactly():
     _, vmap_after, _ = meta_step(BatchNormalization, True, first_order=True)
     for a, b, w in zip(loop_after, vmap_after, before):
         np.testing.assert_allclose(w - a, w - b, rtol=1e-4, atol=1e-6)
+
+
+@requires_cuda
+@pytest.mark.parametrize("shape", [(6, 3), (6, 3, 5, 5)])
+def test_cudnn_batch_norm_equals_the_native_kernel_to_second_order(shape):
+    from metakeras.layers.batch_normalization import _batch_norm_training
+
+    x = on_device(torch.randn(shape, dtype=torch.float64).float() * 2 + 1)
+    gamma = on_device(torch.rand(shape[1]) + 0.5)
+    beta = on_device(torch.randn(shape[1]))
+    weight = on_device(torch.randn(shape))
+    results = []
+    for cudnn in (True, False):
+        inputs = [t.clone().requires_grad_() for t in (x, gamma, beta)]
+        with torch.backends.cudnn.flags(
+            enabled=cudnn, deterministic=True, allow_tf32=False
+        ):
+            outputs, mean, inverse_std = _batch_norm_training(*inputs, 1e-3)
+            (grad_x,) = torch.autograd.grad(
+                (outputs * weight).sum(), inputs[0], create_graph=True
+            )
+            # beta shifts the outputs, which leaves the input gradient alone.
+            second = torch.autograd.grad(grad_x.pow(2).sum(), inputs[:2])
+        results.append([outputs, mean, inverse_std, grad_x, *second])
+    for fast, native in zip(*results):
+        torch.testing.assert_close(fast, native, rtol=1e-4, atol=1e-5)
 
 
 def test_inference_uses_moving_statistics_and_config_round_trips(tmp_path):

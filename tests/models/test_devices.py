@@ -96,3 +96,19 @@ def test_protonet_trains_with_cpu_tensors_on_the_gpu():
     episodes = {k: _cpu(v) for k, v in classification_episodes().items()}
     logs = model.train_on_batch(episodes, return_dict=True)
     assert np.isfinite(logs["loss"])
+
+
+@requires_cuda
+def test_large_host_arrays_reach_the_gpu_as_keras_would_put_them():
+    from metakeras.models._checks import to_tensor
+
+    rng = np.random.default_rng(0)
+    big = rng.normal(size=(4, 64, 9, 9))  # float64, over the pinned threshold
+    read_only = big.astype("float32")
+    read_only.flags.writeable = False
+    strided = big[:, ::2]
+    for array in (big, read_only, strided):
+        fast = to_tensor(array, "support_x")
+        reference = keras.ops.convert_to_tensor(array).to(torch.float32)
+        assert fast.device == DEVICE and fast.dtype == torch.float32
+        assert torch.equal(fast, reference)
