@@ -86,13 +86,17 @@ class MAML(MetaModel):
         inner: the whole inner loop as a `metakeras.InnerLoop`, instead of
             the shorthand arguments above (`inner_steps`,
             `inner_learning_rate`, `first_order`, `inner_batch_size`,
-            `inner_shuffle`, `inner_clipnorm`, `inner_global_clipnorm`, one
-            per `InnerLoop` argument). A shorthand given beside it must
-            agree with it, else a `ValueError` names both. The model keeps
-            it as `model.inner`. Defaults to `None`.
+            `inner_shuffle`, `inner_clipnorm`, `inner_global_clipnorm`,
+            `inner_optimizer`, one per `InnerLoop` argument). A shorthand
+            given beside it must agree with it, else a `ValueError` names
+            both. The model keeps it as `model.inner`. Defaults to `None`.
         inner_shuffle: with `inner_batch_size`, draw the inner mini-batches
             from a fresh permutation of the support set
             (`InnerLoop(shuffle=...)`). Defaults to `None` (`True`).
+        inner_optimizer: the inner update rule (`InnerLoop(optimizer=...)`):
+            a `keras.optimizers.SGD` (momentum, Nesterov), `Adam` or
+            `RMSprop`, or its name, differentiated through like plain
+            gradient descent. Defaults to `None` (plain gradient descent).
         **kwargs: passed to `keras.Model`.
 
     Example:
@@ -132,6 +136,7 @@ class MAML(MetaModel):
         per_step_bn_statistics=False,
         inner=None,
         inner_shuffle=None,
+        inner_optimizer=None,
         **kwargs,
     ):
         super().__init__(learner, vectorize_tasks=vectorize_tasks, **kwargs)
@@ -145,6 +150,7 @@ class MAML(MetaModel):
             inner_shuffle=inner_shuffle,
             inner_clipnorm=inner_clipnorm,
             inner_global_clipnorm=inner_global_clipnorm,
+            inner_optimizer=inner_optimizer,
         )
         if adapt_layers is not None:
             if isinstance(adapt_layers, str) or not all(
@@ -435,6 +441,8 @@ class MAML(MetaModel):
             config["inner_clipnorm"] = self.inner.clipnorm
         if self.inner.global_clipnorm is not None:
             config["inner_global_clipnorm"] = self.inner.global_clipnorm
+        if self.inner.optimizer is not None:
+            config["inner_optimizer"] = self.inner.get_config()["optimizer"]
         return config
 
 
