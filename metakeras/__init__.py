@@ -21,6 +21,7 @@ from metakeras.models import (  # noqa: E402
     ANIL,
     MAML,
     R2D2,
+    MAMLPlusPlus,
     MatchingNet,
     MetaModel,
     MetaSGD,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ANIL",
     "MAML",
+    "MAMLPlusPlus",
     "InnerLoop",
     "MetaModel",
     "MetaSGD",

@@ -214,9 +214,10 @@ class InnerLoop:
                 support loss at the step's starting weights, the (clipped)
                 gradients of the adapted weights and the new fast weights
                 (all of them, adapted or not).
-                For diagnostics: reading the values synchronises with the
-                device, so training never passes one (`MetaModel` uses it to
-                say where a non-finite value arose). Defaults to `None`.
+                `MetaModel` uses it to say where a non-finite value arose
+                (reading values synchronises with the device) and MAML++'s
+                multi-step loss to keep each step's fast weights. Defaults
+                to `None`.
             has_aux: if `True`, `loss_fn` is called as
                 `loss_fn(weights, index, step)` and returns `(loss, aux)`;
                 the auxiliary values of every step are returned too (MAML's

@@ -9,6 +9,7 @@ from metakeras.models import presets, registry
 from metakeras.models.anil import ANIL
 from metakeras.models.conv4 import conv4
 from metakeras.models.maml import MAML
+from metakeras.models.maml_plus_plus import MAMLPlusPlus, multi_step_loss_weights
 from metakeras.models.matching_net import (
     MatchingClassifier,
     MatchingNet,
@@ -32,6 +33,7 @@ __all__ = [
     "ANIL",
     "Algorithm",
     "MAML",
+    "MAMLPlusPlus",
     "MatchingClassifier",
     "MatchingNet",
     "MetaModel",
@@ -47,6 +49,7 @@ __all__ = [
     "conv4",
     "get",
     "matching_logits",
+    "multi_step_loss_weights",
     "presets",
     "prototype_logits",
     "registry",
