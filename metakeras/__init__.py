@@ -19,6 +19,7 @@ from metakeras import (  # noqa: E402
 from metakeras.inner import InnerLoop  # noqa: E402
 from metakeras.models import (  # noqa: E402
     ANIL,
+    IMAML,
     MAML,
     R2D2,
     MAMLPlusPlus,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ANIL",
+    "IMAML",
     "MAML",
     "MAMLPlusPlus",
     "InnerLoop",
