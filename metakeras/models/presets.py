@@ -47,6 +47,10 @@ from metakeras.tasks.task_sampler import TaskSampler
 __all__ = ["Preset", "available", "get"]
 
 ROTATIONS = (0, 90, 180, 270)
+# The MAML family's training episodes: 16 tasks of 5-way 1-shot 15-query.
+MAML_EPISODES = dict(
+    ways=5, shots=1, queries=15, meta_batch_size=16, rotations=ROTATIONS
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,18 +223,14 @@ _PRESETS = {
         Preset(
             name="maml-omniglot",
             algorithm="maml",
-            episodes=dict(
-                ways=5, shots=1, queries=15, meta_batch_size=16, rotations=ROTATIONS
-            ),
+            episodes=MAML_EPISODES,
             inner=dict(inner_steps=1, inner_learning_rate=0.4),
             zero_head=True,
         ),
         Preset(
             name="mamlpp-omniglot",
             algorithm="mamlpp",
-            episodes=dict(
-                ways=5, shots=1, queries=15, meta_batch_size=16, rotations=ROTATIONS
-            ),
+            episodes=MAML_EPISODES,
             inner=dict(
                 inner_steps=5,
                 inner_learning_rate=0.1,
@@ -244,9 +244,7 @@ _PRESETS = {
         Preset(
             name="imaml-omniglot",
             algorithm="imaml",
-            episodes=dict(
-                ways=5, shots=1, queries=15, meta_batch_size=16, rotations=ROTATIONS
-            ),
+            episodes=MAML_EPISODES,
             inner=dict(
                 inner_steps=10,
                 inner_learning_rate=0.1,
