@@ -337,3 +337,12 @@ def test_meta_sgd_learns_its_rates_through_adam():
     model.fit(informative_episodes(tasks=2, seed=8), batch_size=2, verbose=0)
     rates = keras.ops.convert_to_numpy(model.inner_rates[0])
     assert np.abs(rates - 0.01).max() > 0
+
+
+def test_the_cuda_graph_key_of_a_model_with_an_inner_optimizer_is_hashable():
+    # compile(jit_compile=True) keys its recorded graphs by this signature.
+    optimizer = keras.optimizers.Adam(0.01, beta_1=0.5)
+    model = metakeras.MAML(dense_learner(), inner_optimizer=optimizer)
+    other = metakeras.MAML(dense_learner(), inner_optimizer="adam")
+    assert hash(model._graph_signature()) is not None
+    assert model._graph_signature() != other._graph_signature()

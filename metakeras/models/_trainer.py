@@ -111,7 +111,8 @@ class MetaTrainer:
             self._vectorized(),
             self.on_nonfinite,
             self.trainable,
-            None if inner is None else tuple(inner.get_config().items()),
+            # The repr: a config may hold a serialized (unhashable) optimizer.
+            None if inner is None else repr(inner),
         )
 
     def _gradients(self, loss, variables):
