@@ -77,6 +77,13 @@ def _metakeras_step(config, vectorize, jit_compile=False):
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     if config["algorithm"] == "protonet":
         model = metakeras.ProtoNet(learner, vectorize_tasks=vectorize)
+    elif config["algorithm"] == "imaml":
+        model = metakeras.IMAML(
+            learner,
+            inner_steps=config["steps"],
+            inner_learning_rate=config["inner_lr"],
+            vectorize_tasks=vectorize,
+        )
     else:
         model = metakeras.MAML(
             learner,

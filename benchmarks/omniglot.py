@@ -25,9 +25,18 @@ Settings (`--algorithm`):
   batch statistics at evaluation (`transductive_eval=True`, the MAML
   reference code's setting) and, in a second row, with the moving
   statistics (`transductive_eval=False`).
+- `mamlpp`, `imaml`: the presets `mamlpp-omniglot` (MAML++: five inner
+  steps with learned per-step rates from 0.1, per-step BatchNorm
+  statistics, multi-step loss for 10 epochs of 100 meta-batches, first
+  order for 5, Adam cosine-annealed over `--decay-steps`) and
+  `imaml-omniglot` (ten inner steps at 0.1 on the proximal problem,
+  `proximal_lambda=2`, five conjugate-gradient steps), both on the MAML
+  episodes above with the zeroing trick, evaluated after as many inner
+  steps as they train with (`--test-steps` to change it).
 
 Usage:
     python benchmarks/omniglot.py --algorithm protonet --minutes 15
+    python benchmarks/omniglot.py --algorithm mamlpp --minutes 15
 
 Appends to benchmarks/results/omniglot.csv and prints the table.
 """
@@ -79,13 +88,21 @@ def preset_for(args):
             preset.episodes, ways=args.train_ways, queries=args.train_queries
         )
         return dataclasses.replace(preset, episodes=episodes)
-    preset = presets.get("maml-omniglot")
+    name = "maml" if args.algorithm in ("fomaml", "anil") else args.algorithm
+    preset = presets.get(f"{name}-omniglot")
+    inner = dict(preset.inner)
+    if args.inner_lr is not None:
+        inner["inner_learning_rate"] = args.inner_lr
+    changes = {}
+    if args.decay_steps is not None:
+        changes["cosine_decay_steps"] = args.decay_steps
     return dataclasses.replace(
         preset,
         algorithm=args.algorithm,
         episodes=dict(preset.episodes, meta_batch_size=args.meta_batch),
-        inner=dict(preset.inner, inner_learning_rate=args.inner_lr),
+        inner=inner,
         zero_head=not args.no_zeroing,
+        **changes,
     )
 
 
@@ -94,7 +111,7 @@ def main(argv=None):
     parser.add_argument(
         "--algorithm",
         default="protonet",
-        choices=["protonet", "maml", "fomaml", "anil"],
+        choices=["protonet", "maml", "fomaml", "anil", "mamlpp", "imaml"],
     )
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--meta-batch", type=int, default=16)
@@ -104,8 +121,25 @@ def main(argv=None):
     parser.add_argument(
         "--train-queries", type=int, default=2, help="ProtoNet training episodes"
     )
-    parser.add_argument("--inner-lr", type=float, default=0.4)
-    parser.add_argument("--test-steps", type=int, default=1)
+    parser.add_argument(
+        "--inner-lr",
+        type=float,
+        default=None,
+        help="inner learning rate (default: the preset's, 0.4 for the MAML "
+        "family, 0.1 for mamlpp and imaml)",
+    )
+    parser.add_argument(
+        "--test-steps",
+        type=int,
+        default=None,
+        help="inner steps at test (default: the training steps)",
+    )
+    parser.add_argument(
+        "--decay-steps",
+        type=int,
+        default=None,
+        help="mamlpp: meta-batches of the cosine annealing (default 10,000)",
+    )
     parser.add_argument(
         "--no-zeroing",
         action="store_true",
@@ -125,7 +159,7 @@ def main(argv=None):
     train = preset.episodes
     maml = args.algorithm != "protonet"
     zeroing = preset.zero_head
-    sampler = preset.train_tasks(x_bg, y_bg, steps=1000, seed=args.seed)
+    sampler = preset.train_tasks(x_bg, y_bg, seed=args.seed)
     budget = TimeBudget(args.minutes * 60)
     start = time.perf_counter()
     model.fit(
@@ -150,7 +184,10 @@ def main(argv=None):
             seed=args.seed + 1,
             resample=False,
         )
-        steps = None if not maml else args.test_steps
+        test_steps = args.test_steps
+        if test_steps is None:
+            test_steps = model.inner.steps if maml else None
+        steps = test_steps
         result = evaluate_episodes(
             evaluated,
             test,

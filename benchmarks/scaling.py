@@ -14,10 +14,20 @@ its graph, ~3 forward-equivalents, and the outer pass differentiates it
 again, ~6 more; a query image is a forward and a backward, ~3). The model's
 prediction is normalised to the sweep's first point.
 
+Peak memory against inner steps (`--memory`): second-order MAML,
+first-order MAML and implicit MAML (`metakeras.IMAML`) at 1, 5, 10 and 20
+inner steps, each point one training step (after one warm-up step) in a
+fresh process, on a support-heavy task (conv4, 20-way 5-shot 1-query, 28x28,
+one task per meta-batch) where the inner steps' graphs, not the query pass,
+decide the peak. Memory is not timing-sensitive, so a busy machine may
+measure it (`--allow-busy`).
+
 Usage:
     python benchmarks/scaling.py [--seconds 6] [--sweeps steps ways ...]
+    python benchmarks/scaling.py --memory --allow-busy
 
-Writes `results/scaling.csv` and `results/scaling.png` and prints the table.
+Writes `results/scaling.csv` and `results/scaling.png` (or, with
+`--memory`, `results/scaling_memory.csv`) and prints the table.
 """
 
 import argparse
@@ -45,6 +55,38 @@ LABELS = {
     "meta_batch": "meta-batch (tasks per step)",
     "image_size": "image side (pixels)",
 }
+
+
+MEMORY_STEPS = [1, 5, 10, 20]
+MEMORY_ALGORITHMS = {
+    "maml": {"algorithm": "maml", "first_order": False},
+    "fomaml": {"algorithm": "maml", "first_order": True},
+    "imaml": {"algorithm": "imaml", "first_order": True},
+}
+MEMORY_TASK = {"ways": 20, "shots": 5, "queries": 1, "meta_batch": 1, "inner_lr": 0.1}
+
+
+def measure_memory():
+    """Training memory of MAML, FOMAML and iMAML against inner steps."""
+    rows = []
+    for name, algorithm in MEMORY_ALGORITHMS.items():
+        for steps in MEMORY_STEPS:
+            config = {
+                **BASE,
+                **MEMORY_TASK,
+                **algorithm,
+                "steps": steps,
+                "seconds": 0.0,
+                "min_steps": 1,
+                "max_steps": 1,
+            }
+            result = run("metakeras-loop", config, sys.executable)
+            row = {"algorithm": name, "inner_steps": steps, **result}
+            if "peak_rss_mb" in result:
+                row["train_memory_mb"] = result["peak_rss_mb"] - result["rss_built_mb"]
+            rows.append(row)
+            print(name, steps, result, flush=True)
+    return pd.DataFrame(rows)
 
 
 def predicted_cost(config):
@@ -134,9 +176,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--sweeps", nargs="*", choices=list(SWEEPS), default=None)
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="peak memory against inner steps for maml, fomaml and imaml",
+    )
     _machine.add_arguments(parser)
     args = parser.parse_args(argv)
     machine = _machine.check_quiet(args)
+    if args.memory:
+        return memory_main(machine)
     table = measure(args.sweeps or list(SWEEPS), args.seconds)
     os.makedirs(RESULTS, exist_ok=True)
     from metakeras._io import atomic_path
@@ -160,6 +209,22 @@ def main(argv=None):
         "display.width", 200, "display.float_format", "{:.3g}".format
     ):
         print(table[[c for c in columns if c in table]].to_string(index=False))
+
+
+def memory_main(machine):
+    from metakeras._io import atomic_path
+
+    table = measure_memory()
+    os.makedirs(RESULTS, exist_ok=True)
+    with atomic_path(os.path.join(RESULTS, "scaling_memory.csv")) as tmp:
+        _machine.stamp(table, machine)
+        table.to_csv(tmp, index=False)
+    if "train_memory_mb" in table:
+        pivot = table.pivot(
+            index="inner_steps", columns="algorithm", values="train_memory_mb"
+        )
+        print("\ntraining memory (MB): peak resident minus after building")
+        print(pivot[list(MEMORY_ALGORITHMS)].round(0).to_string())
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ from metakeras import (  # noqa: E402
 from metakeras.inner import InnerLoop  # noqa: E402
 from metakeras.models import (  # noqa: E402
     ANIL,
+    IMAML,
     MAML,
     R2D2,
+    MAMLPlusPlus,
     MatchingNet,
     MetaModel,
     MetaSGD,
@@ -33,7 +35,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ANIL",
+    "IMAML",
     "MAML",
+    "MAMLPlusPlus",
     "InnerLoop",
     "MetaModel",
     "MetaSGD",

@@ -5,6 +5,7 @@ import re
 import keras
 import torch
 
+from metakeras import _inner_rules
 from metakeras._checks import check_flag, check_int, check_number
 from metakeras.layers.batch_normalization import _first_derivatives_only
 
@@ -21,6 +22,7 @@ SHORTHANDS = {
     "inner_shuffle": "shuffle",
     "inner_clipnorm": "clipnorm",
     "inner_global_clipnorm": "global_clipnorm",
+    "inner_optimizer": "optimizer",
 }
 
 
@@ -38,12 +40,24 @@ class InnerLoop:
     set (full-batch gradient descent, `batch_size=None`) or on the next
     mini-batch of a permutation of it (mini-batch SGD). Weights can be frozen
     (ANIL adapts only the head) and learning rates can be tensors with one
-    rate per weight element (Meta-SGD learns them).
+    rate per weight element (Meta-SGD learns them) or per weight and step
+    (MAML++'s learned per-layer per-step rates).
+
+    With `optimizer`, each step is instead the update of a Keras optimizer:
+    `keras.optimizers.SGD` (momentum, Nesterov), `Adam` or `RMSprop`, their
+    hyperparameters read from the object. The optimizer object itself is
+    never stepped: its update is recomputed as a pure function of tensors,
+    with its slots (momenta, second moments) starting at zero for every
+    task and carried from step to step, so second-order MAML differentiates
+    through the whole update, as in torchopt and higher.
 
     Args:
         steps: number of gradient steps. `0` means no adaptation.
             Defaults to `1`.
-        learning_rate: step size of each inner step. Defaults to `0.01`.
+        learning_rate: step size of each inner step. Defaults to `None`:
+            the `optimizer`'s learning rate, or `0.01` without one. A
+            different value beside an optimizer object is an error; an
+            optimizer given by name takes this rate.
         first_order: if `True`, the outer gradient treats the inner gradients
             as constants (first-order MAML): cheaper, and no second
             derivatives. Defaults to `False` (full second-order MAML).
@@ -62,23 +76,37 @@ class InnerLoop:
             `global_clipnorm`, as Keras optimizers' `global_clipnorm`. Only
             one of `clipnorm` and `global_clipnorm` can be set. Defaults to
             `None`.
+        optimizer: the update rule: `None` (plain gradient descent), a
+            `keras.optimizers.SGD`, `Adam` or `RMSprop` instance, or one of
+            their names `"sgd"`, `"adam"`, `"rmsprop"` (Keras's defaults at
+            `learning_rate`). Learning-rate schedules, `amsgrad`,
+            `centered`, `weight_decay`, EMA and the optimizer's own clipping
+            are refused (clip with `clipnorm` here). Defaults to `None`.
+
+    Raises:
+        ValueError: for an invalid argument, an unsupported optimizer or
+            option, or a `learning_rate` that disagrees with the optimizer's.
 
     Example:
 
     >>> inner = InnerLoop(steps=5, learning_rate=0.01, batch_size=10)
     >>> inner.get_config()["steps"]
     5
+    >>> adam = InnerLoop(steps=5, optimizer=keras.optimizers.Adam(0.001))
+    >>> adam.learning_rate
+    0.001
     """
 
     def __init__(
         self,
         steps=1,
-        learning_rate=0.01,
+        learning_rate=None,
         first_order=False,
         batch_size=None,
         shuffle=True,
         clipnorm=None,
         global_clipnorm=None,
+        optimizer=None,
     ):
         check_int("steps", steps, 0, types=int)
         check_number(
@@ -86,12 +114,14 @@ class InnerLoop:
             learning_rate,
             positive=False,
             finite=False,
+            none=True,
             expected="a number",
             types=(int, float),
         )
         check_number(
             "learning_rate",
             learning_rate,
+            none=True,
             expected="a positive finite number",
             types=(int, float),
         )
@@ -120,8 +150,19 @@ class InnerLoop:
                 "Only one of `clipnorm` and `global_clipnorm` can be set. "
                 f"Received: clipnorm={clipnorm!r}, global_clipnorm={global_clipnorm!r}"
             )
+        keras_optimizer = _inner_rules.as_optimizer(optimizer)
+        self._keras_optimizer = keras_optimizer
+        self._rule = (
+            _inner_rules.SGDRule()
+            if keras_optimizer is None
+            else _inner_rules.update_rule(keras_optimizer)
+        )
+        learning_rate = _resolve_learning_rate(
+            learning_rate, keras_optimizer, optimizer
+        )
         self.steps = steps
-        self.learning_rate = float(learning_rate)
+        self.learning_rate = learning_rate
+        self.optimizer = optimizer
         self.first_order = first_order
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -141,6 +182,7 @@ class InnerLoop:
         constraints=None,
         monitor=None,
         has_aux=False,
+        first_order=None,
     ):
         """Adapts `weights` by gradient descent on `loss_fn`.
 
@@ -157,8 +199,10 @@ class InnerLoop:
             adapt_mask: list of booleans, one per weight; weights marked
                 `False` keep their starting value. Defaults to `None` (all
                 weights adapt).
-            learning_rates: list of tensors, one per weight, broadcastable to
-                it, used instead of `learning_rate` (Meta-SGD). Defaults to
+            learning_rates: used instead of `learning_rate`: a list of
+                tensors, one per weight, broadcastable to it (Meta-SGD), or
+                a function `learning_rates(step)` returning such a list for
+                inner step `step` (learned per-step rates). Defaults to
                 `None`.
             constraints: list of `None` or callables, one per weight,
                 applied to the weight after every inner step, as Keras
@@ -170,13 +214,16 @@ class InnerLoop:
                 support loss at the step's starting weights, the (clipped)
                 gradients of the adapted weights and the new fast weights
                 (all of them, adapted or not).
-                For diagnostics: reading the values synchronises with the
-                device, so training never passes one (`MetaModel` uses it to
-                say where a non-finite value arose). Defaults to `None`.
+                `MetaModel` uses it to say where a non-finite value arose
+                (reading values synchronises with the device) and MAML++'s
+                multi-step loss to keep each step's fast weights. Defaults
+                to `None`.
             has_aux: if `True`, `loss_fn` is called as
                 `loss_fn(weights, index, step)` and returns `(loss, aux)`;
                 the auxiliary values of every step are returned too (MAML's
                 per-step BatchNormalization statistics). Defaults to `False`.
+            first_order: overrides `self.first_order` for this call (MAML++'s
+                derivative-order annealing). Defaults to `None`.
 
         Returns:
             The list of adapted weights. When differentiating through the
@@ -185,11 +232,14 @@ class InnerLoop:
             of each step in order.
         """
         steps = self.steps if steps is None else steps
+        first_order = self.first_order if first_order is None else first_order
         if adapt_mask is None:
             adapt_mask = [True] * len(weights)
         adapted = [i for i, flag in enumerate(adapt_mask) if flag]
         if learning_rates is None:
             learning_rates = [self.learning_rate] * len(weights)
+        rates_of = learning_rates if callable(learning_rates) else None
+        slots = {i: self._rule.slots(weights[i]) for i in adapted}
         fast = list(weights)
         auxes = []
         for step in range(steps):
@@ -204,28 +254,29 @@ class InnerLoop:
                 return loss_fn(full, index)
 
             at = [fast[i] for i in adapted]
-            grads, loss, aux = self._gradients(adapted_loss, at, has_aux)
+            grads, loss, aux = self._gradients(adapted_loss, at, has_aux, first_order)
             if has_aux:
                 auxes.append(aux)
+            rates = learning_rates if rates_of is None else rates_of(step)
             fast = list(fast)
             for i, w, g in zip(adapted, at, grads):
-                fast[i] = w - learning_rates[i] * g
+                fast[i], slots[i] = self._rule.update(w, g, slots[i], rates[i], step)
                 if constraints is not None and constraints[i] is not None:
                     fast[i] = constraints[i](fast[i])
             if monitor is not None:
                 monitor(step, loss, grads, fast)
         return (fast, auxes) if has_aux else fast
 
-    def _gradients(self, loss_fn, at, has_aux):
+    def _gradients(self, loss_fn, at, has_aux, first_order):
         """`(clipped grads, loss, aux)` of `loss_fn` at the weights `at`."""
         if torch._C._functorch.maybe_current_level() is None:
             # Outside vmap, plain autograd is the same math as torch.func.grad
             # with less per-op dispatch. First order: the gradients are taken
             # at detached copies, so they are constants of the outer graph.
             grads, loss, aux = _autograd_step(
-                loss_fn, at, create_graph=not self.first_order, has_aux=has_aux
+                loss_fn, at, create_graph=not first_order, has_aux=has_aux
             )
-        elif self.first_order:
+        elif first_order:
             with _first_derivatives_only():
                 grads, loss = torch.func.grad_and_value(loss_fn, has_aux=has_aux)(
                     [w.detach() for w in at]
@@ -292,6 +343,11 @@ class InnerLoop:
             "shuffle": self.shuffle,
             "clipnorm": self.clipnorm,
             "global_clipnorm": self.global_clipnorm,
+            "optimizer": (
+                self.optimizer
+                if self.optimizer is None or isinstance(self.optimizer, str)
+                else keras.saving.serialize_keras_object(self._keras_optimizer)
+            ),
         }
 
     @classmethod
@@ -299,8 +355,27 @@ class InnerLoop:
         return cls(**config)
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        config = self.get_config()
+        if isinstance(config["optimizer"], dict):
+            config["optimizer"] = _inner_rules.describe(self._rule)
+        args = ", ".join(f"{k}={v!r}" for k, v in config.items())
         return f"InnerLoop({args})"
+
+
+def _resolve_learning_rate(learning_rate, keras_optimizer, optimizer):
+    """The inner step size from `learning_rate` and the optimizer given."""
+    if keras_optimizer is None or isinstance(optimizer, str):
+        return 0.01 if learning_rate is None else float(learning_rate)
+    own = _inner_rules.learning_rate_of(keras_optimizer)
+    if learning_rate is not None and abs(float(learning_rate) - own) > 1e-7 * own:
+        raise ValueError(
+            f"Received learning_rate={learning_rate!r} and an optimizer whose "
+            f"learning_rate is {own!r}, which disagree. Set the inner step "
+            "size in one place: the optimizer's `learning_rate`, or "
+            "`learning_rate` with the optimizer given by name "
+            "(optimizer='adam')."
+        )
+    return own
 
 
 def resolve_inner(inner=None, defaults=None, **shorthand):

@@ -12,6 +12,7 @@ flag gives).
 import argparse
 
 from metakeras._checks import is_fraction, is_int, is_number
+from metakeras._inner_rules import OPTIMIZERS
 
 
 def positive_int(value):
@@ -64,6 +65,9 @@ parse_positive_int = _flag_type(int, positive_int, "a positive integer")
 parse_non_negative_int = _flag_type(int, non_negative_int, "an integer >= 0")
 parse_positive_number = _flag_type(float, positive_number, "a positive number")
 parse_fraction = _flag_type(float, fraction, "a number in [0, 1)")
+parse_inner_optimizer = _flag_type(
+    str.lower, lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"
+)
 
 
 def parse_bool(text):

@@ -13,6 +13,7 @@ import argparse
 from metakeras.cli._checks import (
     parse_bool,
     parse_fraction,
+    parse_inner_optimizer,
     parse_non_negative_int,
     parse_positive_int,
     parse_positive_number,
@@ -213,6 +214,7 @@ _SETTING_TYPES = {
     "size": (parse_positive_int, "N"),
     "rate": (parse_positive_number, "X"),
     "flag": (parse_bool, "BOOL"),
+    "optimizer": (parse_inner_optimizer, "NAME"),
 }
 
 

@@ -8,7 +8,9 @@ reproduce the README's results in `metakeras.models.presets`.
 from metakeras.models import presets, registry
 from metakeras.models.anil import ANIL
 from metakeras.models.conv4 import conv4
+from metakeras.models.imaml import IMAML
 from metakeras.models.maml import MAML
+from metakeras.models.maml_plus_plus import MAMLPlusPlus, multi_step_loss_weights
 from metakeras.models.matching_net import (
     MatchingClassifier,
     MatchingNet,
@@ -31,7 +33,9 @@ from metakeras.models.resnet12 import resnet12
 __all__ = [
     "ANIL",
     "Algorithm",
+    "IMAML",
     "MAML",
+    "MAMLPlusPlus",
     "MatchingClassifier",
     "MatchingNet",
     "MetaModel",
@@ -47,6 +51,7 @@ __all__ = [
     "conv4",
     "get",
     "matching_logits",
+    "multi_step_loss_weights",
     "presets",
     "prototype_logits",
     "registry",

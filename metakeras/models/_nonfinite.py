@@ -153,7 +153,7 @@ class NonFiniteChecks:
         )
         if found:
             return found[0]
-        loss = self._task_loss(query_y, predictions)
+        loss, _ = self._training_loss(query_y, predictions, True)
         if bool(torch.isfinite(loss).all()):
             return None
         if last:

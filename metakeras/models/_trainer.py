@@ -42,8 +42,8 @@ class MetaTrainer:
                 support_x, support_y, query_x, training=True
             )
             y = merge_tasks(query_y)
-            y_pred = merge_tasks(predictions)
-            loss = self._query_loss(y, y_pred, self._loss_is_plain())
+            y_pred = keras.tree.map_structure(merge_tasks, predictions)
+            loss, y_pred = self._training_loss(y, y_pred, self._loss_is_plain())
             _keras_compat.loss_tracker(self).update_state(
                 loss, sample_weight=y.shape[0]
             )
@@ -111,7 +111,8 @@ class MetaTrainer:
             self._vectorized(),
             self.on_nonfinite,
             self.trainable,
-            None if inner is None else tuple(inner.get_config().items()),
+            # The repr: a config may hold a serialized (unhashable) optimizer.
+            None if inner is None else repr(inner),
         )
 
     def _gradients(self, loss, variables):
@@ -144,7 +145,7 @@ class MetaTrainer:
             task_pred, task_state = self._task_forward(
                 weights, state, support_x[i], support_y[i], query_x[i], True, context
             )
-            loss = self._query_loss(query_y[i], task_pred, plain)
+            loss, task_pred = self._training_loss(query_y[i], task_pred, plain)
             losses.append(loss.detach())
             task_gradients = self._gradients(
                 self.optimizer.scale_loss(loss) / num_tasks, variables
@@ -173,6 +174,24 @@ class MetaTrainer:
         with one PyTorch call, the two are the same value.
         """
         return self._task_loss.fused and not self.losses
+
+    def _training_loss(self, y, outputs, plain):
+        """The loss a training step minimises, and the predictions to score.
+
+        Args:
+            y: query targets.
+            outputs: what `_task_forward` returned as predictions (for a
+                task or, merged, for a meta-batch): the query predictions,
+                or a structure of them (MAML++'s predictions after every
+                inner step).
+            plain: whether the loss is the task loss alone (see
+                `_loss_is_plain`).
+
+        Returns:
+            `(loss, predictions)`: the scalar loss and the query
+            predictions the metrics see.
+        """
+        return self._query_loss(y, outputs, plain), outputs
 
     def _query_loss(self, y, y_pred, plain):
         """The compiled loss on query predictions, as Keras's `compute_loss`."""

@@ -7,6 +7,7 @@ from metakeras import _keras_compat
 from metakeras._checks import check_flag, check_int
 from metakeras.inner import resolve_inner
 from metakeras.models._adaptation import select_examples
+from metakeras.models._annealing import multi_step_loss_weights
 from metakeras.models._cloning import learner_with_weights
 from metakeras.models.meta_model import MetaModel
 
@@ -54,6 +55,14 @@ class MAML(MetaModel):
     returns. The inner steps themselves always normalise with the support
     set's batch statistics.
 
+    MAML++ (Antoniou, Edwards and Storkey, 2019, "How to train your MAML"):
+    learned per-layer per-step learning rates (`per_step_learning_rates`),
+    the multi-step loss (`multi_step_loss_epochs`), derivative-order
+    annealing (`first_order_epochs`) and per-step statistics are options of
+    this class; `metakeras.models.MAMLPlusPlus` switches on the paper's set.
+    The annealing schedules count the epochs of `fit` (also from
+    `initial_epoch` and after a `BackupAndRestore` resumption).
+
     Args:
         learner: the `keras.Model` whose initialisation is meta-learned.
         inner_steps: inner gradient steps per task. `0` trains the
@@ -86,13 +95,34 @@ class MAML(MetaModel):
         inner: the whole inner loop as a `metakeras.InnerLoop`, instead of
             the shorthand arguments above (`inner_steps`,
             `inner_learning_rate`, `first_order`, `inner_batch_size`,
-            `inner_shuffle`, `inner_clipnorm`, `inner_global_clipnorm`, one
-            per `InnerLoop` argument). A shorthand given beside it must
-            agree with it, else a `ValueError` names both. The model keeps
-            it as `model.inner`. Defaults to `None`.
+            `inner_shuffle`, `inner_clipnorm`, `inner_global_clipnorm`,
+            `inner_optimizer`, one per `InnerLoop` argument). A shorthand
+            given beside it must agree with it, else a `ValueError` names
+            both. The model keeps it as `model.inner`. Defaults to `None`.
         inner_shuffle: with `inner_batch_size`, draw the inner mini-batches
             from a fresh permutation of the support set
             (`InnerLoop(shuffle=...)`). Defaults to `None` (`True`).
+        inner_optimizer: the inner update rule (`InnerLoop(optimizer=...)`):
+            a `keras.optimizers.SGD` (momentum, Nesterov), `Adam` or
+            `RMSprop`, or its name, differentiated through like plain
+            gradient descent. Defaults to `None` (plain gradient descent).
+        per_step_learning_rates: learn one inner learning rate per learner
+            weight (kernel, bias, ...) and inner step, MAML++'s "LSLR": the
+            rates start at `inner_learning_rate`, are trainable weights of
+            the model (`model.step_rates`, each of shape `(inner_steps,)`),
+            receive meta-gradients and are saved with it; steps beyond
+            `inner_steps` in `adapt` use the last step's rates. Defaults to
+            `False`.
+        multi_step_loss_epochs: if set, the training loss is MAML++'s
+            multi-step loss: a weighted sum of the query losses after every
+            inner step, the weights moving towards the last step over this
+            many epochs (`metakeras.models.multi_step_loss_weights`), then
+            the last step's loss alone. Evaluation always scores the last
+            step. Defaults to `None` (the last step's loss only).
+        first_order_epochs: if set (with `first_order=False`), MAML++'s
+            derivative-order annealing: the meta-gradient is first order
+            during this many epochs of `fit`, then second order. Defaults to
+            `None` (the order `first_order` says, throughout).
         **kwargs: passed to `keras.Model`.
 
     Example:
@@ -132,6 +162,10 @@ class MAML(MetaModel):
         per_step_bn_statistics=False,
         inner=None,
         inner_shuffle=None,
+        inner_optimizer=None,
+        per_step_learning_rates=False,
+        multi_step_loss_epochs=None,
+        first_order_epochs=None,
         **kwargs,
     ):
         super().__init__(learner, vectorize_tasks=vectorize_tasks, **kwargs)
@@ -145,6 +179,7 @@ class MAML(MetaModel):
             inner_shuffle=inner_shuffle,
             inner_clipnorm=inner_clipnorm,
             inner_global_clipnorm=inner_global_clipnorm,
+            inner_optimizer=inner_optimizer,
         )
         if adapt_layers is not None:
             if isinstance(adapt_layers, str) or not all(
@@ -159,14 +194,33 @@ class MAML(MetaModel):
                 raise ValueError("`adapt_layers` must name at least one layer.")
         check_flag("transductive_eval", transductive_eval, echo_name=False)
         check_flag("per_step_bn_statistics", per_step_bn_statistics, echo_name=False)
+        check_flag("per_step_learning_rates", per_step_learning_rates, echo_name=False)
+        for name, value in (
+            ("multi_step_loss_epochs", multi_step_loss_epochs),
+            ("first_order_epochs", first_order_epochs),
+        ):
+            check_int(
+                name,
+                value,
+                0,
+                none=True,
+                expected="None (off) or an integer >= 0",
+                types=int,
+            )
         self.adapt_layers = adapt_layers
         self.transductive_eval = transductive_eval
         self.per_step_bn_statistics = per_step_bn_statistics
+        self.per_step_learning_rates = per_step_learning_rates
+        self.multi_step_loss_epochs = multi_step_loss_epochs
+        self.first_order_epochs = first_order_epochs
         self.step_statistics = []
+        self.step_rates = []
         self._step_slots = None
         self._mask = None
         if per_step_bn_statistics and self.learner.built:
             self._create_step_statistics()
+        if per_step_learning_rates and self.learner.built:
+            self._create_step_rates()
 
     @property
     def inner_steps(self):
@@ -225,6 +279,57 @@ class MAML(MetaModel):
         super()._build_learner(support_x)
         if self.per_step_bn_statistics:
             self._create_step_statistics()
+        if self.per_step_learning_rates:
+            self._create_step_rates()
+
+    # ------------------------------------------------------------ MAML++
+
+    def _create_step_rates(self):
+        """One learned rate per learner weight and inner step (LSLR)."""
+        if self.step_rates or not self.learner.trainable_variables:
+            return
+        self.step_rates = [
+            self.add_weight(
+                shape=(max(self.inner.steps, 1),),
+                initializer=keras.initializers.Constant(self.inner.learning_rate),
+                name=f"step_rate_{variable.path.replace('/', '_')}",
+            )
+            for variable in self.learner.trainable_variables
+        ]
+
+    def _first_order_now(self):
+        """Whether this epoch's meta-gradient is first order (annealing)."""
+        if self.inner.first_order or self.first_order_epochs is None:
+            return self.inner.first_order
+        return self._epoch < self.first_order_epochs
+
+    def _step_loss_weights(self, steps):
+        """This epoch's multi-step loss weights, or `None` without the loss."""
+        if self.multi_step_loss_epochs is None or not steps:
+            return None
+        return multi_step_loss_weights(steps, self._epoch, self.multi_step_loss_epochs)
+
+    def _training_loss(self, y, outputs, plain):
+        if not isinstance(outputs, (tuple, list)):
+            return super()._training_loss(y, outputs, plain)
+        # The query predictions after every inner step (multi-step loss).
+        weights = self._step_loss_weights(len(outputs))
+        loss = sum(
+            weight * self._query_loss(y, predictions, plain)
+            for weight, predictions in zip(weights, outputs)
+            if weight
+        )
+        return loss, outputs[-1]
+
+    def _graph_signature(self):
+        # The epoch's schedules change what a recorded step computes.
+        steps = self.inner.steps
+        weights = self._step_loss_weights(steps)
+        return (
+            *super()._graph_signature(),
+            self._first_order_now(),
+            None if weights is None else tuple(weights),
+        )
 
     def _state_variables(self):
         return super()._state_variables() + list(self.step_statistics)
@@ -265,8 +370,16 @@ class MAML(MetaModel):
     # ------------------------------------------------------------ inner loop
 
     def _inner_learning_rates(self):
-        """Per-weight inner learning rates, or None for the scalar rate."""
-        return None
+        """Per-weight inner learning rates, or None for the scalar rate.
+
+        With `per_step_learning_rates`, a function of the inner step: steps
+        beyond `inner_steps` (in `adapt`) keep the last step's rates.
+        """
+        if not self.step_rates:
+            return None
+        rates = [rate.value for rate in self.step_rates]
+        last = rates[0].shape[0] - 1
+        return lambda step: [rate[min(step, last)] for rate in rates]
 
     def _adapt_mask(self):
         """Which of the learner's trainable weights adapt (ANIL: the head)."""
@@ -307,6 +420,7 @@ class MAML(MetaModel):
             constraints=self._constraints(),
             monitor=context.get("monitor"),
             has_aux=loss_fn is not None,
+            first_order=context.get("first_order"),
         )
 
     def _constraints(self):
@@ -320,6 +434,10 @@ class MAML(MetaModel):
             "batches": self.inner.batches(
                 support_x.shape[1], steps, device=support_x.device
             ),
+            "first_order": self._first_order_now(),
+            "loss_weights": self._step_loss_weights(
+                self.inner.steps if steps is None else steps
+            ),
         }
 
     def _task_forward(
@@ -327,32 +445,54 @@ class MAML(MetaModel):
     ):
         query_training = training or self.transductive_eval
         learner_state, stacks = self._split_state(state)
+        steps = self.inner.steps if context["steps"] is None else context["steps"]
+        trajectory = None
+        if training and context.get("loss_weights") is not None:
+            # Multi-step loss: keep the fast weights of every inner step.
+            trajectory = []
+            context = dict(
+                context, monitor=_keeping(trajectory, context.get("monitor"))
+            )
         if not stacks:
             fast = self._adapt_weights(weights, state, support_x, support_y, context)
-            return self._forward(fast, learner_state, query_x, training=query_training)
-        steps = self.inner.steps if context["steps"] is None else context["steps"]
-        per_step = self._support_loss_per_step(
-            learner_state, stacks, support_x, support_y
-        )
-        fast, support_stats = self._adapt_weights(
-            weights, state, support_x, support_y, context, loss_fn=per_step
-        )
-        predictions, new_state = self._forward(
-            fast,
-            self._state_at(learner_state, stacks, steps),
-            query_x,
-            training=query_training,
-        )
-        # Slot s: the statistics after s inner steps (the query pass's last).
-        per_slot = support_stats + [[new_state[i] for i in self._step_slots]]
-        new_stacks = []
-        for j, stacked in enumerate(stacks):
-            rows = [
-                per_slot[s][j] if s < len(per_slot) else stacked[s]
-                for s in range(stacked.shape[0])
-            ]
-            new_stacks.append(torch.stack(rows))
-        return predictions, new_state + new_stacks
+            predictions, new_state = self._forward(
+                fast, learner_state, query_x, training=query_training
+            )
+        else:
+            per_step = self._support_loss_per_step(
+                learner_state, stacks, support_x, support_y
+            )
+            fast, support_stats = self._adapt_weights(
+                weights, state, support_x, support_y, context, loss_fn=per_step
+            )
+            predictions, new_state = self._forward(
+                fast,
+                self._state_at(learner_state, stacks, steps),
+                query_x,
+                training=query_training,
+            )
+            # Slot s: the statistics after s inner steps (the query pass's last).
+            per_slot = support_stats + [[new_state[i] for i in self._step_slots]]
+            new_stacks = []
+            for j, stacked in enumerate(stacks):
+                rows = [
+                    per_slot[s][j] if s < len(per_slot) else stacked[s]
+                    for s in range(stacked.shape[0])
+                ]
+                new_stacks.append(torch.stack(rows))
+            new_state = new_state + new_stacks
+        if trajectory is None:
+            return predictions, new_state
+        earlier = [
+            self._forward(
+                step_weights,
+                self._state_at(learner_state, stacks, step + 1),
+                query_x,
+                training=query_training,
+            )[0]
+            for step, step_weights in enumerate(trajectory[:-1])
+        ]
+        return (*earlier, predictions), new_state
 
     # ------------------------------------------------------------ adaptation
 
@@ -435,8 +575,26 @@ class MAML(MetaModel):
             config["inner_clipnorm"] = self.inner.clipnorm
         if self.inner.global_clipnorm is not None:
             config["inner_global_clipnorm"] = self.inner.global_clipnorm
+        if self.inner.optimizer is not None:
+            config["inner_optimizer"] = self.inner.get_config()["optimizer"]
+        if self.per_step_learning_rates:
+            config["per_step_learning_rates"] = True
+        for name in ("multi_step_loss_epochs", "first_order_epochs"):
+            if getattr(self, name) is not None:
+                config[name] = getattr(self, name)
         return config
 
 
 def _check_steps(steps):
     check_int("steps", steps, 0, none=True, types=int)
+
+
+def _keeping(trajectory, monitor):
+    """An inner-loop monitor that keeps each step's fast weights."""
+
+    def keep(step, loss, gradients, fast):
+        trajectory.append(fast)
+        if monitor is not None:
+            monitor(step, loss, gradients, fast)
+
+    return keep

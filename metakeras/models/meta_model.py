@@ -17,6 +17,7 @@ from metakeras._progress import resolve_verbose
 from metakeras.distributed._reduce import metrics_result
 from metakeras.models import _resume
 from metakeras.models._adaptation import TaskAdaptation
+from metakeras.models._annealing import EpochTracker
 from metakeras.models._checks import (
     InputChecks,
     check_meta_batch_arrays,
@@ -112,6 +113,8 @@ class MetaModel(
         self._graph_runner = None
         self._graph_episode = None
         self._graph_checks = None
+        # The epoch `fit` is in (`EpochTracker`), for schedules over epochs.
+        self._epoch = 0
         if learner.built and getattr(learner, "outputs", None):
             self._learner_input_shape = tuple(learner.inputs[0].shape)
             self._learner_output_shape = tuple(learner.outputs[0].shape)
@@ -306,13 +309,14 @@ class MetaModel(
             validate_episode(*unpack_episode(x), num_classes=None)
         if isinstance(verbose, str) and verbose == "auto":
             verbose = resolve_verbose(verbose)
+        callbacks = _resume.exact_backups(callbacks, x)
         return super().fit(
             x,
             y,
             batch_size=batch_size,
             epochs=epochs,
             verbose=verbose,
-            callbacks=_resume.exact_backups(callbacks, x),
+            callbacks=[*(callbacks or []), EpochTracker()],
             **kwargs,
         )
 

@@ -38,6 +38,12 @@ class MetaSGD(MAML):
     """
 
     def __init__(self, learner, inner_steps=None, inner_learning_rate=None, **kwargs):
+        if kwargs.get("per_step_learning_rates"):
+            raise ValueError(
+                "MetaSGD learns a rate per weight element already; "
+                "`per_step_learning_rates=True` (per weight and step) is a "
+                "MAML option: use MAML or MAMLPlusPlus for it."
+            )
         super().__init__(
             learner,
             inner_steps=inner_steps,

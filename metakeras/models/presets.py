@@ -12,6 +12,15 @@ the README's table is what they give.
   16 tasks of 5-way 1-shot 15-query, with the zeroing trick
   (`metakeras.callbacks.ZeroHead`), so the head of a trained model can be
   widened to any number of classes (`Preset.for_ways`).
+- `"mamlpp-omniglot"`: MAML++ (`MAMLPlusPlus`, Antoniou et al., 2019) on the
+  same episodes: five inner steps with learned per-step rates from 0.1,
+  per-step BatchNormalization statistics, the multi-step loss over the first
+  10 epochs and first-order gradients for the first 5 (epochs of 100
+  meta-batches here, against the paper's 500), Adam 1e-3 cosine-annealed to
+  1e-5 over 10,000 meta-batches, the zeroing trick.
+- `"imaml-omniglot"`: implicit MAML (`IMAML`, Rajeswaran et al., 2019) on the
+  same episodes: ten inner steps at 0.1 on the proximal problem with
+  `proximal_lambda=2`, five conjugate-gradient steps, the zeroing trick.
 
 Both train on rotated copies of the background alphabets (x4 classes) and
 evaluate with `transductive_eval=True`, as the papers do.
@@ -38,6 +47,10 @@ from metakeras.tasks.task_sampler import TaskSampler
 __all__ = ["Preset", "available", "get"]
 
 ROTATIONS = (0, 90, 180, 270)
+# The MAML family's training episodes: 16 tasks of 5-way 1-shot 15-query.
+MAML_EPISODES = dict(
+    ways=5, shots=1, queries=15, meta_batch_size=16, rotations=ROTATIONS
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +65,12 @@ class Preset:
         learning_rate: Adam's learning rate at the start. Defaults to `1e-3`.
         halve_every: meta-batches between halvings of the learning rate, or
             `None` for a constant rate. Defaults to `None`.
+        cosine_decay_steps: if set instead, the learning rate follows a
+            cosine from `learning_rate` down to 1% of it over this many
+            meta-batches (`keras.optimizers.schedules.CosineDecay`, MAML++'s
+            annealing). Defaults to `None`.
+        steps_per_epoch: meta-batches per epoch of `train_tasks`; schedules
+            over epochs (MAML++'s) count these epochs. Defaults to `1000`.
         inner: settings of the algorithm (`inner_steps`,
             `inner_learning_rate`, ...). Defaults to `{}` (the registry's
             defaults).
@@ -78,6 +97,8 @@ class Preset:
     halve_every: int = None
     inner: dict = dataclasses.field(default_factory=dict)
     zero_head: bool = False
+    cosine_decay_steps: int = None
+    steps_per_epoch: int = 1000
 
     def model(self, ways=None, input_shape=(1, 28, 28)):
         """Builds and compiles the preset's model.
@@ -106,23 +127,29 @@ class Preset:
             rate = keras.optimizers.schedules.ExponentialDecay(
                 rate, decay_steps=self.halve_every, decay_rate=0.5, staircase=True
             )
+        elif self.cosine_decay_steps is not None:
+            rate = keras.optimizers.schedules.CosineDecay(
+                rate, decay_steps=self.cosine_decay_steps, alpha=0.01
+            )
         model.compile(
             optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=["accuracy"]
         )
         return model
 
-    def train_tasks(self, x, y, steps=1000, seed=0):
+    def train_tasks(self, x, y, steps=None, seed=0):
         """The preset's training episodes from `x`, `y`.
 
         Args:
             x: images `(n, height, width)` or `(n, 1, height, width)`.
             y: integer class labels `(n,)`.
-            steps: meta-batches per epoch. Defaults to `1000`.
+            steps: meta-batches per epoch. Defaults to `None` (the preset's
+                `steps_per_epoch`).
             seed: the sampler's seed. Defaults to `0`.
 
         Returns:
             A `metakeras.tasks.TaskSampler`.
         """
+        steps = self.steps_per_epoch if steps is None else steps
         return TaskSampler(x, y, steps=steps, seed=seed, **self.episodes)
 
     def callbacks(self):
@@ -171,6 +198,13 @@ class Preset:
         for key in ("learner", "name"):
             config.pop(key)
         wide = type(model)(learner, **config)
+        # Learned per-step rates and per-step statistics (MAML++) do not
+        # depend on the head's width: carry them over.
+        for name in ("step_rates", "step_statistics"):
+            for source, target in zip(
+                getattr(model, name, []), getattr(wide, name, [])
+            ):
+                target.assign(source)
         wide.compile(loss=model.loss, metrics=["accuracy"])
         return wide
 
@@ -189,10 +223,34 @@ _PRESETS = {
         Preset(
             name="maml-omniglot",
             algorithm="maml",
-            episodes=dict(
-                ways=5, shots=1, queries=15, meta_batch_size=16, rotations=ROTATIONS
-            ),
+            episodes=MAML_EPISODES,
             inner=dict(inner_steps=1, inner_learning_rate=0.4),
+            zero_head=True,
+        ),
+        Preset(
+            name="mamlpp-omniglot",
+            algorithm="mamlpp",
+            episodes=MAML_EPISODES,
+            inner=dict(
+                inner_steps=5,
+                inner_learning_rate=0.1,
+                multi_step_loss_epochs=10,
+                first_order_epochs=5,
+            ),
+            zero_head=True,
+            cosine_decay_steps=10_000,
+            steps_per_epoch=100,
+        ),
+        Preset(
+            name="imaml-omniglot",
+            algorithm="imaml",
+            episodes=MAML_EPISODES,
+            inner=dict(
+                inner_steps=10,
+                inner_learning_rate=0.1,
+                proximal_lambda=2.0,
+                cg_steps=5,
+            ),
             zero_head=True,
         ),
     )
@@ -208,7 +266,7 @@ def available():
     Example:
 
     >>> available()
-    ('protonet-omniglot', 'maml-omniglot')
+    ('protonet-omniglot', 'maml-omniglot', 'mamlpp-omniglot', 'imaml-omniglot')
     """
     return tuple(_PRESETS)
 

@@ -14,18 +14,21 @@ their defaults for a task type (`"classification"` or `"regression"`), and
 Defaults, per algorithm (`-`: the setting does not apply; the command line
 refuses it, the estimators ignore it):
 
-| setting | maml | fomaml | metasgd | anil | reptile | protonet | matchingnet | r2d2 | relationnet |
-|---|---|---|---|---|---|---|---|---|---|
-| `inner_steps` | 1 | 1 | 1 | 1 | 5 | - | - | - | - |
-| `inner_learning_rate` | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | - | - | - | - |
-| `first_order` | False | True (fixed) | False | False | True (fixed) | - | - | - | - |
-| `inner_batch_size` | None | None | None | None | None | - | - | - | - |
-| `inner_shuffle` | True | True | True | True | True | - | - | - | - |
-| `inner_clipnorm` | None | None | None | None | None | - | - | - | - |
-| `inner_global_clipnorm` | None | None | None | None | None | - | - | - | - |
-| `per_step_bn_statistics` | False | False | False | False | - | - | - | - | - |
-| `transductive_eval` | False | False | False | False | False | False | False | False | False |
-| `zero_head` | False | False | False | False | False | - | - | - | - |
+| setting | maml | fomaml | metasgd | anil | reptile | mamlpp | imaml | protonet | matchingnet | r2d2 | relationnet |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| `inner_steps` | 1 | 1 | 1 | 1 | 5 | 5 | 10 | - | - | - | - |
+| `inner_learning_rate` | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.1 / 0.01 | 0.1 / 0.01 | - | - | - | - |
+| `first_order` | False | True (fixed) | False | False | True (fixed) | False | - | - | - | - | - |
+| `inner_batch_size` | None | None | None | None | None | None | None | - | - | - | - |
+| `inner_shuffle` | True | True | True | True | True | True | True | - | - | - | - |
+| `inner_clipnorm` | None | None | None | None | None | None | None | - | - | - | - |
+| `inner_global_clipnorm` | None | None | None | None | None | None | None | - | - | - | - |
+| `inner_optimizer` | None | None | None | None | None | None | None | - | - | - | - |
+| `per_step_bn_statistics` | False | False | False | False | - | None | - | - | - | - | - |
+| `proximal_lambda` | - | - | - | - | - | - | 1.0 | - | - | - | - |
+| `cg_steps` | - | - | - | - | - | - | 5 | - | - | - | - |
+| `transductive_eval` | False | False | False | False | False | False | False | False | False | False | False |
+| `zero_head` | False | False | False | False | False | False | False | - | - | - | - |
 
 Why these values:
 
@@ -39,6 +42,19 @@ Why these values:
   support loss) and takes 5, as in the Reptile paper's Omniglot runs.
 - `fomaml` is MAML with `first_order=True`; Reptile never differentiates
   through its inner loop. Both fix the setting.
+- `mamlpp` (`MAMLPlusPlus`, Antoniou et al., 2019) takes the paper's five
+  steps at 0.1 (its learned per-step rates start there); its
+  `per_step_bn_statistics` default `None` switches them on when the learner
+  has BatchNormalization layers. Its multi-step loss and derivative-order
+  annealing are the class's defaults (arguments of the model, not settings).
+- `imaml` (`IMAML`, Rajeswaran et al., 2019) solves a proximal inner
+  problem with more, smaller steps than MAML and takes its meta-gradient
+  implicitly: it has no `first_order`; `proximal_lambda` and `cg_steps` are
+  its own settings; 5 conjugate-gradient steps as in the paper.
+- `inner_optimizer` names a Keras optimizer (`"sgd"`, `"adam"`,
+  `"rmsprop"`) whose update the inner loop differentiates through
+  (`InnerLoop(optimizer=...)`); a configured optimizer object goes to the
+  model classes directly.
 - The rest is what the model classes do by default.
 """
 
@@ -46,7 +62,9 @@ import inspect
 
 from metakeras._checks import check_choice
 from metakeras.models.anil import ANIL
+from metakeras.models.imaml import IMAML
 from metakeras.models.maml import MAML
+from metakeras.models.maml_plus_plus import MAMLPlusPlus
 from metakeras.models.matching_net import MatchingNet
 from metakeras.models.meta_model import MetaModel
 from metakeras.models.meta_sgd import MetaSGD
@@ -265,6 +283,7 @@ _INNER_DEFAULTS = {
     "inner_shuffle": True,
     "inner_clipnorm": None,
     "inner_global_clipnorm": None,
+    "inner_optimizer": None,
 }
 _OTHER_DEFAULTS = {"transductive_eval": False, "zero_head": False}
 _MAML_DEFAULTS = {**_INNER_DEFAULTS, "per_step_bn_statistics": False, **_OTHER_DEFAULTS}
@@ -308,6 +327,30 @@ _ALGORITHMS = {
                 **_OTHER_DEFAULTS,
             },
             fixed=("first_order",),
+        ),
+        Algorithm(
+            "mamlpp",
+            MAMLPlusPlus,
+            "MAML++: learned per-step rates, multi-step loss, annealed order",
+            {
+                **_MAML_DEFAULTS,
+                "inner_steps": 5,
+                "inner_learning_rate": {"classification": 0.1, "regression": 0.01},
+                "per_step_bn_statistics": None,
+            },
+        ),
+        Algorithm(
+            "imaml",
+            IMAML,
+            "implicit MAML: the meta-gradient of a solved proximal inner problem",
+            {
+                **{k: v for k, v in _INNER_DEFAULTS.items() if k != "first_order"},
+                "inner_steps": 10,
+                "inner_learning_rate": {"classification": 0.1, "regression": 0.01},
+                "proximal_lambda": 1.0,
+                "cg_steps": 5,
+                **_OTHER_DEFAULTS,
+            },
         ),
         Algorithm(
             "protonet",

@@ -71,6 +71,22 @@ class Reptile(MAML):
                 "outer update moves towards the adapted weights and never "
                 "normalises queries with per-step statistics."
             )
+        maml_plus_plus = [
+            f"{name}={kwargs[name]!r}"
+            for name in (
+                "per_step_learning_rates",
+                "multi_step_loss_epochs",
+                "first_order_epochs",
+            )
+            if kwargs.get(name) not in (None, False)
+        ]
+        if maml_plus_plus:
+            raise ValueError(
+                f"Reptile does not support {', '.join(maml_plus_plus)}: its "
+                "outer update is no gradient through a query loss, so "
+                "learned step rates, a multi-step loss and a derivative order "
+                "do not apply. Use MAML or MAMLPlusPlus for them."
+            )
         super().__init__(
             learner,
             inner_steps=inner_steps,

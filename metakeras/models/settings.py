@@ -9,8 +9,14 @@ which, with what default.
 import numpy as np
 
 from metakeras._checks import check_choice, is_flag, is_int, is_number
+from metakeras._inner_rules import OPTIMIZERS
 
 TASKS = ("classification", "regression")
+
+
+def _is_optimizer_name(value):
+    return isinstance(value, str) and value.lower() in OPTIMIZERS
+
 
 _KINDS = {
     # kind: (check, description of valid values, conversion)
@@ -18,6 +24,11 @@ _KINDS = {
     "size": (lambda v: is_int(v, 1), "a positive integer", int),
     "rate": (lambda v: is_number(v, positive=True), "a positive number", float),
     "flag": (lambda v: is_flag(v, types=(bool, np.bool_)), "true or false", bool),
+    "optimizer": (
+        _is_optimizer_name,
+        f"one of {', '.join(OPTIMIZERS)}",
+        lambda v: v.lower(),
+    ),
 }
 
 
@@ -38,7 +49,9 @@ class Setting:
         name: the keyword, estimator parameter and configuration key; the
             command-line flag is the name with dashes (`--inner-steps`).
         kind: `"count"` (an integer >= 0), `"size"` (a positive integer),
-            `"rate"` (a positive number) or `"flag"` (true or false).
+            `"rate"` (a positive number), `"flag"` (true or false) or
+            `"optimizer"` (the name of an inner optimizer, `"sgd"`,
+            `"adam"` or `"rmsprop"`).
         help: one line saying what it does.
         callback: `None` for a model argument, else a function returning
             the `keras.callbacks.Callback` that the setting, when true, adds
@@ -89,7 +102,7 @@ class Setting:
             value: a valid value (NumPy scalars included) or `None`.
 
         Returns:
-            An `int`, `float`, `bool` or `None`.
+            An `int`, `float`, `bool`, `str` or `None`.
         """
         return None if value is None else _KINDS[self.kind][2](value)
 
@@ -137,10 +150,29 @@ SETTINGS = (
         none=_NO_CLIP,
     ),
     Setting(
+        "inner_optimizer",
+        "optimizer",
+        "the inner update rule: Keras's SGD, Adam or RMSprop at "
+        "inner_learning_rate, differentiated through",
+        none="plain gradient descent",
+    ),
+    Setting(
         "per_step_bn_statistics",
         "flag",
         "keep BatchNormalization moving statistics per inner step (MAML++); "
         "needs BatchNormalization layers",
+        none="when the learner has BatchNormalization layers",
+    ),
+    Setting(
+        "proximal_lambda",
+        "rate",
+        "imaml: strength of the proximal term that keeps the adapted weights "
+        "near the initialisation",
+    ),
+    Setting(
+        "cg_steps",
+        "size",
+        "imaml: conjugate-gradient steps (Hessian-vector products) per task",
     ),
     Setting(
         "transductive_eval",

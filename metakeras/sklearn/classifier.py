@@ -46,7 +46,8 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
 
     Algorithm settings. `inner_steps`, `inner_learning_rate`, `first_order`,
     `inner_batch_size`, `inner_shuffle`, `inner_clipnorm`,
-    `inner_global_clipnorm`, `per_step_bn_statistics`, `transductive_eval`
+    `inner_global_clipnorm`, `inner_optimizer`, `per_step_bn_statistics`,
+    `proximal_lambda`, `cg_steps`, `transductive_eval`
     and `zero_head` are the settings of `metakeras.models.registry`. `None`
     (their default) takes the algorithm's default for classification there
     (`metakeras.models.get(algorithm).defaults("classification")`). A
@@ -111,9 +112,17 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
             (no clipping).
         inner_global_clipnorm: clip the joint L2 norm of all inner gradients
             to this at every inner step. Defaults to `None` (no clipping).
+        inner_optimizer: the inner update rule by name, `"sgd"`, `"adam"` or
+            `"rmsprop"` (Keras's optimizer at `inner_learning_rate`,
+            `InnerLoop(optimizer=...)`). Defaults to `None` (plain gradient
+            descent).
         per_step_bn_statistics: keep BatchNormalization moving statistics
             per inner step (MAML++); needs a `learner` with
             BatchNormalization layers. Defaults to `None` (`False`).
+        proximal_lambda: imaml's proximal strength `lambda`. Defaults to
+            `None` (`1.0`).
+        cg_steps: imaml's conjugate-gradient steps per task. Defaults to
+            `None` (`5`).
         transductive_eval: predict with batch statistics: the model's
             episodic evaluation does (`MetaModel`'s `transductive_eval`), and
             `predict`, `predict_proba` and `score` run the adapted model in training mode
@@ -178,6 +187,9 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         inner_clipnorm=None,
         inner_global_clipnorm=None,
         per_step_bn_statistics=None,
+        inner_optimizer=None,
+        proximal_lambda=None,
+        cg_steps=None,
         transductive_eval=None,
         zero_head=None,
     ):
@@ -206,6 +218,9 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         self.inner_clipnorm = inner_clipnorm
         self.inner_global_clipnorm = inner_global_clipnorm
         self.per_step_bn_statistics = per_step_bn_statistics
+        self.inner_optimizer = inner_optimizer
+        self.proximal_lambda = proximal_lambda
+        self.cg_steps = cg_steps
         self.transductive_eval = transductive_eval
         self.zero_head = zero_head
 

@@ -86,9 +86,17 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
             (no clipping).
         inner_global_clipnorm: clip the joint L2 norm of all inner gradients
             to this at every inner step. Defaults to `None` (no clipping).
+        inner_optimizer: the inner update rule by name, `"sgd"`, `"adam"` or
+            `"rmsprop"` (Keras's optimizer at `inner_learning_rate`,
+            `InnerLoop(optimizer=...)`). Defaults to `None` (plain gradient
+            descent).
         per_step_bn_statistics: keep BatchNormalization moving statistics
             per inner step (MAML++); needs a `learner` with
             BatchNormalization layers. Defaults to `None` (`False`).
+        proximal_lambda: imaml's proximal strength `lambda`. Defaults to
+            `None` (`1.0`).
+        cg_steps: imaml's conjugate-gradient steps per task. Defaults to
+            `None` (`5`).
         transductive_eval: predict with batch statistics: the model's
             episodic evaluation does (`MetaModel`'s `transductive_eval`), and
             `predict` and `score` run the adapted model in training mode
@@ -147,6 +155,9 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
         inner_clipnorm=None,
         inner_global_clipnorm=None,
         per_step_bn_statistics=None,
+        inner_optimizer=None,
+        proximal_lambda=None,
+        cg_steps=None,
         transductive_eval=None,
         zero_head=None,
     ):
@@ -174,6 +185,9 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
         self.inner_clipnorm = inner_clipnorm
         self.inner_global_clipnorm = inner_global_clipnorm
         self.per_step_bn_statistics = per_step_bn_statistics
+        self.inner_optimizer = inner_optimizer
+        self.proximal_lambda = proximal_lambda
+        self.cg_steps = cg_steps
         self.transductive_eval = transductive_eval
         self.zero_head = zero_head
 

@@ -71,3 +71,26 @@ def test_protonet_preset_schedule_and_errors():
         no_zeroing.for_ways(no_zeroing.model(), 20)
     with pytest.raises(ValueError, match=r"Unknown preset 'maml'. Valid choices"):
         presets.get("maml")
+
+
+def test_mamlpp_preset_anneals_its_rate_and_widening_keeps_what_it_learned():
+    preset = presets.get("mamlpp-omniglot")
+    model = preset.model()
+    assert isinstance(model, metakeras.MAMLPlusPlus) and model.per_step_bn_statistics
+    assert (model.multi_step_loss_epochs, model.first_order_epochs) == (10, 5)
+    assert preset.train_tasks(*images(per_class=16), seed=0).steps == 100
+    schedule = keras.optimizers.schedules.deserialize(
+        model.optimizer.get_config()["learning_rate"]
+    )
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    np.testing.assert_allclose(float(schedule(0)), 1e-3)
+    np.testing.assert_allclose(float(schedule(10_000)), 1e-5)
+    for i, rate in enumerate(model.step_rates):
+        rate.assign(np.full(5, 0.01 * i, "float32"))
+    model.step_statistics[0].assign(np.ones(model.step_statistics[0].shape))
+    wide = preset.for_ways(model, 20)
+    for name in ("step_rates", "step_statistics"):
+        for a, b in zip(getattr(model, name), getattr(wide, name)):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), b.numpy())
+    imaml = presets.get("imaml-omniglot").model()
+    assert (imaml.proximal_lambda, imaml.cg_steps, imaml.inner.steps) == (2.0, 5, 10)

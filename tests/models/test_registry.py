@@ -24,6 +24,8 @@ NAMES = (
     "metasgd",
     "anil",
     "reptile",
+    "mamlpp",
+    "imaml",
     "protonet",
     "matchingnet",
     "r2d2",
@@ -45,6 +47,8 @@ def test_names_and_classes():
         "metasgd": metakeras.MetaSGD,
         "anil": metakeras.ANIL,
         "reptile": metakeras.Reptile,
+        "mamlpp": metakeras.MAMLPlusPlus,
+        "imaml": metakeras.IMAML,
         "protonet": metakeras.ProtoNet,
         "matchingnet": metakeras.MatchingNet,
         "r2d2": metakeras.R2D2,
@@ -365,3 +369,56 @@ def test_inner_runs_in_adapt_like_the_shorthand():
         outputs.append(model.adapt(sx, sy).predict(sx, verbose=0))
     assert outputs[0].shape == (len(sx), WAYS)
     np.testing.assert_array_equal(*outputs)
+
+
+# ------------------------------------------------------- MAML++ and iMAML
+
+
+def test_mamlpp_and_imaml_by_name_with_their_settings():
+    mamlpp = registry.get("mamlpp").create(dense_learner(), "classification")
+    assert isinstance(mamlpp, metakeras.MAMLPlusPlus)
+    assert (mamlpp.inner.steps, mamlpp.inner.learning_rate) == (5, 0.1)
+    # No BatchNormalization in the learner: no per-step statistics.
+    assert mamlpp.per_step_learning_rates and not mamlpp.per_step_bn_statistics
+    imaml = registry.get("imaml").create(
+        dense_learner(),
+        "regression",
+        proximal_lambda=0.5,
+        cg_steps=3,
+        inner_optimizer="Adam",
+    )
+    assert (imaml.proximal_lambda, imaml.cg_steps) == (0.5, 3)
+    assert imaml.inner.optimizer == "adam" and imaml.inner.learning_rate == 0.01
+    with pytest.raises(ValueError, match="do not apply to imaml: first_order"):
+        registry.get("imaml").resolve("regression", first_order=True)
+    with pytest.raises(
+        ValueError, match="do not apply to maml: cg_steps. Remove them, or choose imaml"
+    ):
+        registry.get("maml").resolve("regression", cg_steps=3)
+    with pytest.raises(
+        ValueError, match="`inner_optimizer` must be one of sgd, adam, rmsprop"
+    ):
+        registry.get("maml").resolve("regression", inner_optimizer="adagrad")
+
+
+def test_the_command_line_and_estimators_offer_them():
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--algorithm",
+            "imaml",
+            "--proximal-lambda",
+            "0.5",
+            "--cg-steps",
+            "4",
+            "--inner-optimizer",
+            "RMSprop",
+        ]
+    )
+    assert (args.algorithm, args.proximal_lambda, args.cg_steps) == ("imaml", 0.5, 4)
+    assert args.inner_optimizer == "rmsprop"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--inner-optimizer", "adagrad"])
+    estimator = MetaClassifier(algorithm="mamlpp", inner_optimizer="sgd")
+    assert estimator._settings()["inner_steps"] == 5
+    assert estimator._settings()["inner_optimizer"] == "sgd"
