@@ -2,7 +2,9 @@
 
 import contextlib
 import os
+import shutil
 import tempfile
+import zipfile
 
 
 @contextlib.contextmanager
@@ -47,6 +49,38 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def deflate_archive(path):
+    """Rewrites a zip archive (a `.keras` file) with DEFLATE compression.
+
+    Keras writes `.keras` archives uncompressed. Readers (`zipfile`, and so
+    `keras.models.load_model`) decompress transparently, so the archive
+    loads as before; zeros (pruned weights) and HDF5 padding take almost no
+    room. The rewrite is atomic (`atomic_path`); an archive already
+    compressed is left as it is.
+
+    Args:
+        path: an existing zip file.
+    """
+    with zipfile.ZipFile(path) as source:
+        if all(i.compress_type == zipfile.ZIP_DEFLATED for i in source.infolist()):
+            return
+    with (
+        zipfile.ZipFile(path) as source,
+        atomic_path(path) as tmp,
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as target,
+    ):
+        for info in source.infolist():
+            entry = zipfile.ZipInfo(info.filename, info.date_time)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.external_attr = info.external_attr
+            large = info.file_size >= zipfile.ZIP64_LIMIT
+            with (
+                source.open(info) as data,
+                target.open(entry, "w", force_zip64=large) as out,
+            ):
+                shutil.copyfileobj(data, out, 1 << 20)
 
 
 def _suffix(path):

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from metakeras._io import atomic_path
+from metakeras._io import atomic_path, deflate_archive
 from metakeras.evaluation.scoring import compare_models
 
 __all__ = ["compression_report"]
@@ -29,8 +29,10 @@ def compression_report(
     For each model: the number of weight values of its learner (pruning masks
     are bookkeeping and not counted; quantization scales are), how many are
     non-zero, the size in bytes of its saved `.keras` file (as `model.save`
-    writes it, optimizer state included) and of its learner's file alone
-    (the network a device stores), and its few-shot
+    writes it, optimizer state included; compressed when the model has
+    pruning masks, as `MetaModel.save` writes it) and of its learner's file
+    alone (the network a device stores, compressed likewise), and its
+    few-shot
     score after adaptation on identical evaluation episodes
     (`metakeras.evaluation.compare_models`, so the differences to the
     baseline are paired, with their own 95% confidence interval).
@@ -175,6 +177,11 @@ def _saved_size(model, directory, name):
     path = os.path.join(os.fspath(directory), f"{safe}.keras")
     with atomic_path(path) as tmp:
         model.save(tmp)
+        # As `MetaModel.save` writes a pruned model: masks and zeros compressed.
+        from metakeras.callbacks.pruning import has_masks
+
+        if has_masks(model):
+            deflate_archive(tmp)
     return os.path.getsize(path)
 
 

@@ -7,12 +7,15 @@ against the learner) and `_nonfinite` (the check of every meta-update, and
 the diagnosis of a non-finite one). This module holds the public API.
 """
 
+import os
+
 import keras
 import numpy as np
 import torch
 
 from metakeras import _keras_compat
 from metakeras._checks import check_flag
+from metakeras._io import deflate_archive
 from metakeras._progress import resolve_verbose
 from metakeras.distributed._reduce import metrics_result
 from metakeras.models import _resume
@@ -408,6 +411,43 @@ class MetaModel(
         return np.concatenate(outputs, axis=0)
 
     # ------------------------------------------------------- serialization
+
+    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+        """Saves the model as Keras does; a pruned model's file is compressed.
+
+        Keras writes `.keras` archives uncompressed, so a model pruned by
+        `MagnitudePruning` would store its zeros in full plus its masks. When
+        the learner has pruning masks, the archive is rewritten with DEFLATE
+        compression: the file is smaller than the unpruned model's and
+        `keras.models.load_model` reads it as usual (masks included).
+
+        Args:
+            filepath: where to save, as for `keras.Model.save`.
+            overwrite: whether to replace an existing file. Defaults to
+                `True`.
+            zipped: as for `keras.Model.save`. Defaults to `None`.
+            **kwargs: the other arguments of `keras.Model.save`.
+
+        Example:
+
+        ```python
+        model.fit(tasks, callbacks=[metakeras.callbacks.MagnitudePruning(0.5)])
+        model.save("pruned.keras")  # smaller than before pruning
+        ```
+        """
+        super().save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+        # Imported here: callbacks sit beside the models, not below them.
+        from metakeras.callbacks.pruning import has_masks
+
+        path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else None
+        if (
+            path is not None
+            and path.endswith(".keras")
+            and zipped is not False
+            and os.path.isfile(path)
+            and has_masks(self)
+        ):
+            deflate_archive(path)
 
     def get_config(self):
         return {
