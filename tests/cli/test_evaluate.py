@@ -113,6 +113,13 @@ def test_evaluate_missing_or_foreign_model(tmp_path, capsys):
     code = main(["evaluate", str(tmp_path / "plain.keras"), "--dataset", "digits"])
     assert code == 2
     assert "not a metakeras meta-learning model" in capsys.readouterr().err
+    data = (tmp_path / "plain.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(data[: len(data) // 2])
+    code = main(["evaluate", str(tmp_path / "cut.keras"), "--dataset", "digits"])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert "is not a valid .keras archive (truncated or corrupt)" in error
+    assert "File not found" not in error
 
 
 def test_train_and_evaluate_an_image_folder(tmp_path, capsys):
