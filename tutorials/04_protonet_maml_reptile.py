@@ -151,11 +151,13 @@ plots.plot_episode_distribution(
 # ## More inner steps at test time
 #
 # MAML is trained with one inner step, but nothing stops us from taking more
-# at test time; `evaluate_episodes(..., steps=range(6))` shows whether it
+# at test time; `evaluate_episodes(..., inner_steps=range(6))` shows whether it
 # helps or starts to overfit the single support example per class.
 
 # %%
-more = evaluate_episodes(maml, test, episodes=20 if FAST else 600, steps=list(range(6)))
+more = evaluate_episodes(
+    maml, test, episodes=20 if FAST else 600, inner_steps=list(range(6))
+)
 print(more.adaptation("accuracy")[["steps", "mean", "ci95", "change"]])
 
 # %% [markdown]

@@ -218,7 +218,7 @@ def _score(model, settings):
             model,
             tasks,
             episodes=episodes,
-            steps=settings["steps"],
+            inner_steps=settings["steps"],
             batch_size=batch,
             # Only inner loops are random (mini-batches, Dropout); a seed with
             # a model without one trips `evaluation._scorer._derived_seed` (steps=-1).

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from metakeras._checks import inner_steps_argument
 from metakeras._io import atomic_path, deflate_archive
 from metakeras.evaluation.scoring import compare_models
 
@@ -18,11 +19,12 @@ def compression_report(
     tasks,
     episodes=100,
     baseline=None,
-    steps=None,
+    inner_steps=None,
     metric=None,
     batch_size=32,
     seed=0,
     directory=None,
+    **kwargs,
 ):
     """Compares models' size and post-adaptation quality on the same episodes.
 
@@ -44,8 +46,8 @@ def compression_report(
         episodes: number of evaluation episodes. Defaults to `100`.
         baseline: name of the reference model. Defaults to `None` (the
             first).
-        steps: inner steps for models with an inner loop; `None` uses each
-            model's own setting. Defaults to `None`.
+        inner_steps: inner steps for models with an inner loop; `None`
+            uses each model's own setting. Defaults to `None`.
         metric: the score reported, e.g. `"accuracy"` or `"mse"`; `None`
             picks `"accuracy"` for classification and `"mse"` for
             regression. Defaults to `None`.
@@ -54,6 +56,7 @@ def compression_report(
             `compare_models`. Defaults to `0`.
         directory: where the `.keras` files are written (kept); `None`
             uses a temporary directory. Defaults to `None`.
+        **kwargs: `steps`, the deprecated name of `inner_steps`.
 
     Returns:
         A `pandas.DataFrame` with one row per model: `model`, `parameters`,
@@ -79,6 +82,7 @@ def compression_report(
             "`models` must be a dict mapping names to models. Received: "
             f"{type(models).__name__}"
         )
+    steps = inner_steps_argument(kwargs, inner_steps, "compression_report")
     comparison = _compare(models, tasks, episodes, baseline, steps, batch_size, seed)
     metric, summary = _metric_summary(comparison, metric)
     rows = []
@@ -120,7 +124,7 @@ def _compare(models, tasks, episodes, baseline, steps, batch_size, seed):
         tasks,
         episodes=episodes,
         baseline=baseline,
-        steps=steps,
+        inner_steps=steps,
         batch_size=batch_size,
         seed=paired_seed,
     )

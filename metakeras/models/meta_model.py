@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from metakeras import _keras_compat
-from metakeras._checks import check_flag
+from metakeras._checks import check_flag, inner_steps_argument
 from metakeras._io import deflate_archive
 from metakeras._progress import resolve_verbose
 from metakeras.distributed._reduce import metrics_result
@@ -353,7 +353,7 @@ class MetaModel(
 
     # ------------------------------------------------------------ adaptation
 
-    def adapt(self, support_x, support_y, steps=None):
+    def adapt(self, support_x, support_y, inner_steps=None, **kwargs):
         """Adapts to one task and returns a Keras model for it.
 
         The meta-learned weights are left untouched.
@@ -361,8 +361,9 @@ class MetaModel(
         Args:
             support_x: the task's labelled inputs, `(examples, *features)`.
             support_y: their targets, `(examples, *targets)`.
-            steps: inner steps, for algorithms that take steps; defaults to
-                the model's own setting.
+            inner_steps: inner gradient steps, for algorithms that take
+                steps. Defaults to `None` (the model's own setting).
+            **kwargs: `steps`, the deprecated name of `inner_steps`.
 
         Returns:
             A new `keras.Model` that predicts for this task.
@@ -373,7 +374,7 @@ class MetaModel(
         )
 
     def adapt_and_predict(
-        self, support_x, support_y, query_x, steps=None, batch_size=32
+        self, support_x, support_y, query_x, inner_steps=None, batch_size=32, **kwargs
     ):
         """Adapts to each task of a meta-batch and predicts its query inputs.
 
@@ -384,12 +385,15 @@ class MetaModel(
             support_x: `(T, N*K, *features)` support inputs.
             support_y: `(T, N*K, *targets)` support targets.
             query_x: `(T, N*Q, *features)` query inputs.
-            steps: inner steps; defaults to the model's own setting.
+            inner_steps: inner gradient steps, for algorithms that take
+                steps. Defaults to `None` (the model's own setting).
             batch_size: tasks processed together. Defaults to `32`.
+            **kwargs: `steps`, the deprecated name of `inner_steps`.
 
         Returns:
             NumPy array `(T, N*Q, *outputs)` of query predictions.
         """
+        steps = inner_steps_argument(kwargs, inner_steps, "adapt_and_predict")
         check_meta_batch_arrays(support_x, support_y, query_x, batch_size)
         # Placeholder targets with the support targets' shape, for validation only.
         query_y = np.zeros(

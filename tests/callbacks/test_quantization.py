@@ -151,7 +151,7 @@ def test_adapt_on_a_quantized_maml_adapts_the_dequantized_weights():
     )
     grid = [_numpy(layer.kernel) for layer in model.learner.layers]
     task = sinusoid_tasks(steps=3, meta_batch_size=1, seed=5)[0]
-    adapted = model.adapt(task["support_x"][0], task["support_y"][0], steps=3)
+    adapted = model.adapt(task["support_x"][0], task["support_y"][0], inner_steps=3)
     for layer, start in zip(adapted.layers, grid):
         assert not np.array_equal(_numpy(layer.kernel), start)  # adapted in float
     # The meta-learned (quantized) weights are untouched.

@@ -83,12 +83,16 @@ def test_evaluate_sinusoid_with_fixed_steps(tmp_path, capsys):
     code, out = _train(tmp_path, "--dataset", "sinusoid", "--epochs", "1")
     assert code == 0
     target = tmp_path / "eval"
-    argv = ["evaluate", str(out / "model.keras"), "--episodes", "8", "--steps", "3"]
-    assert main([*argv, "--output-dir", str(target)]) == 0
+    argv = ["evaluate", str(out / "model.keras"), "--episodes", "8"]
+    assert main([*argv, "--inner-steps", "3", "--output-dir", str(target)]) == 0
     assert "sinusoid test tasks, 8 episodes, 5 shots" in capsys.readouterr().out
     summary = pd.read_csv(target / "summary.csv")
     assert set(summary["steps"]) == {3}
     assert set(summary["metric"]) == {"mse", "mae", "r2"}
+    # The old flag still works, and says what replaces it.
+    assert main([*argv, "--steps", "2", "--output-dir", str(target)]) == 0
+    assert "--steps is deprecated; use --inner-steps" in capsys.readouterr().err
+    assert set(pd.read_csv(target / "summary.csv")["steps"]) == {2}
 
 
 @pytest.mark.parametrize(
