@@ -192,7 +192,7 @@ def main(argv=None):
             evaluated,
             test,
             episodes=args.episodes,
-            steps=steps,
+            inner_steps=steps,
             metrics=["accuracy"],
             # The widened copy holds the trained weights but not the optimizer.
             allow_untrained=evaluated is not model,

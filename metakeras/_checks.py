@@ -15,6 +15,7 @@ so). A bool is never a number here, though Python counts `True` as an
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -170,3 +171,49 @@ def preview(values, limit=10):
     values = list(np.asarray(values).tolist())
     text = ", ".join(repr(v) for v in values[:limit])
     return f"[{text}{', ...' if len(values) > limit else ''}]"
+
+
+_UNSET = object()
+
+
+def inner_steps_argument(kwargs, inner_steps, where, default=None):
+    """`inner_steps`, or its deprecated name `steps` taken out of `kwargs`.
+
+    `steps` counts batches in Keras and in metakeras's task sources
+    (`TaskSampler(steps=...)`), so the number of inner gradient steps is
+    `inner_steps` everywhere, as in the models' constructors. `steps=`
+    still works, with a `DeprecationWarning`.
+
+    Args:
+        kwargs: the caller's `**kwargs`; must hold nothing but `steps`.
+        inner_steps: the value passed as `inner_steps`.
+        where: the function's name, for messages (e.g. `"MAML.adapt"`).
+        default: `inner_steps`'s default. Defaults to `None`.
+
+    Returns:
+        The number of inner steps to use (or the setting passed).
+
+    Raises:
+        TypeError: for both names at once, or another unknown keyword.
+    """
+    steps = kwargs.pop("steps", _UNSET)
+    if kwargs:
+        raise TypeError(
+            f"{where}() got unexpected keyword argument(s) {sorted(kwargs)}."
+        )
+    if steps is _UNSET:
+        return inner_steps
+    if inner_steps is not default and not (
+        isinstance(inner_steps, str) and inner_steps == default
+    ):
+        raise TypeError(
+            f"{where}() got both `inner_steps` and its deprecated name `steps` "
+            f"(inner_steps={inner_steps!r}, steps={steps!r}); pass only `inner_steps`."
+        )
+    warnings.warn(
+        f"`steps` of {where}() is renamed `inner_steps` (`steps` counts batches "
+        f"in Keras and in task sources). Pass inner_steps={steps!r}.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return steps

@@ -231,7 +231,7 @@ def _score(models, test, shots, steps_list, bar=None):
                     test["support_x"][:, :k],
                     test["support_y"][:, :k],
                     test["query_x"],
-                    steps=steps,
+                    inner_steps=steps,
                     batch_size=len(test["query_x"]),
                 )
                 mse = ((predictions - test["query_y"]) ** 2).mean(axis=(1, 2))
@@ -259,10 +259,12 @@ def _plot_tasks(maml, baseline, test, path, shots, count=3):
     grid = np.repeat(grid, count, axis=0)
     sx, sy = test["support_x"][:count, :shots], test["support_y"][:count, :shots]
     curves = {
-        "MAML, before adaptation": maml.adapt_and_predict(sx, sy, grid, steps=0),
-        "MAML, 1 step": maml.adapt_and_predict(sx, sy, grid, steps=1),
-        "MAML, 10 steps": maml.adapt_and_predict(sx, sy, grid, steps=10),
-        "pooled baseline, 10 steps": baseline.adapt_and_predict(sx, sy, grid, steps=10),
+        "MAML, before adaptation": maml.adapt_and_predict(sx, sy, grid, inner_steps=0),
+        "MAML, 1 step": maml.adapt_and_predict(sx, sy, grid, inner_steps=1),
+        "MAML, 10 steps": maml.adapt_and_predict(sx, sy, grid, inner_steps=10),
+        "pooled baseline, 10 steps": baseline.adapt_and_predict(
+            sx, sy, grid, inner_steps=10
+        ),
     }
     fig, axes = plt.subplots(1, count, figsize=(5 * count, 3.6), sharey=True)
     for i, ax in enumerate(np.atleast_1d(axes)):

@@ -4,7 +4,7 @@ import os
 
 import keras
 
-from metakeras._io import atomic_path
+from metakeras._io import atomic_path, check_keras_archive
 
 
 def load_initial_weights(learner, source):
@@ -66,6 +66,7 @@ def load_initial_weights(learner, source):
                 "`source` must be a .keras or .weights.h5 file or a keras.Model. "
                 f"Received: {path!r}"
             )
+        check_keras_archive(path)  # says what is wrong with a damaged file
         try:
             source = keras.models.load_model(path, compile=False)
         except Exception as error:

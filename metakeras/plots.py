@@ -109,7 +109,7 @@ def plot_adaptation_curve(results, path=None, metric=None):
     Example:
 
     ```python
-    results = evaluate_episodes(maml, tasks, steps=range(11))
+    results = evaluate_episodes(maml, tasks, inner_steps=range(11))
     plot_adaptation_curve(results, "accuracy_vs_steps.png")
     ```
     """

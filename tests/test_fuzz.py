@@ -227,7 +227,7 @@ def test_adapt_accepts_or_refuses_clearly(support_x, support_y, steps, kind):
     model = model_for(kind)
     before = _weights(model)
     try:
-        adapted = model.adapt(support_x, support_y, steps=steps)
+        adapted = model.adapt(support_x, support_y, inner_steps=steps)
     except DOCUMENTED:
         pass
     else:

@@ -126,7 +126,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharey=True)
 for i, ax in enumerate(axes):
-    adapted = model.adapt(task["support_x"][i], task["support_y"][i], steps=10)
+    adapted = model.adapt(task["support_x"][i], task["support_y"][i], inner_steps=10)
     truth = task["amplitude"][i] * np.sin(grid[:, 0] - task["phase"][i])
     ax.plot(grid, truth, "k", lw=2, label="true curve")
     ax.plot(grid, model.predict(grid, verbose=0), ":", label="meta-learned init")
@@ -150,8 +150,8 @@ plt.close(fig)
 path = os.path.join(OUTPUT, "maml_sinusoid.keras")
 model.save(path)
 restored = keras.models.load_model(path)
-same = restored.adapt(task["support_x"][0], task["support_y"][0], steps=10)
-original = model.adapt(task["support_x"][0], task["support_y"][0], steps=10)
+same = restored.adapt(task["support_x"][0], task["support_y"][0], inner_steps=10)
+original = model.adapt(task["support_x"][0], task["support_y"][0], inner_steps=10)
 gap = np.max(np.abs(same.predict(grid, verbose=0) - original.predict(grid, verbose=0)))
 print(f"restored vs original, after adapting 10 steps: largest difference {gap:.1e}")
 assert gap < 1e-5, gap

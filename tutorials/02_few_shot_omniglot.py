@@ -31,7 +31,17 @@ from metakeras import plots  # noqa: E402
 from metakeras.evaluation import evaluate_episodes  # noqa: E402
 from metakeras.tasks import TaskSampler, split_classes  # noqa: E402
 
+# Budgets: about a minute on 2 CPU cores by default; METAKERAS_TUTORIAL_FULL=1
+# for the longer run (5 epochs of 100 meta-batches, 64 filters, 600 test
+# episodes); METAKERAS_TUTORIAL_FAST=1 for seconds (the tests).
 FAST = os.environ.get("METAKERAS_TUTORIAL_FAST") == "1"
+FULL = os.environ.get("METAKERAS_TUTORIAL_FULL") == "1"
+
+
+def budget(fast, default, full):
+    return fast if FAST else full if FULL else default
+
+
 OUTPUT = os.environ.get("METAKERAS_TUTORIAL_OUTPUT", "tutorial_output")
 os.makedirs(OUTPUT, exist_ok=True)
 keras.utils.set_random_seed(0)
@@ -100,7 +110,7 @@ train_tasks = TaskSampler(
     shots=shots,
     queries=queries,
     meta_batch_size=4,
-    steps=4 if FAST else 100,
+    steps=budget(4, 40, 100),
     classes=train_classes,
     rotations=(0, 90, 180, 270),
     seed=0,
@@ -112,7 +122,7 @@ test_tasks = TaskSampler(
     shots=shots,
     queries=queries,
     meta_batch_size=10,
-    steps=2 if FAST else 60,
+    steps=budget(2, 10, 60),
     classes=test_classes,
     seed=1,
     resample=False,
@@ -131,14 +141,14 @@ print({k: v.shape for k, v in episode.items()})
 
 # %%
 input_shape = episode["support_x"].shape[2:]
-embedding = metakeras.models.conv4(input_shape=input_shape, filters=8 if FAST else 64)
+embedding = metakeras.models.conv4(input_shape=input_shape, filters=budget(8, 32, 64))
 model = metakeras.ProtoNet(embedding)
 model.compile(
     optimizer=keras.optimizers.Adam(1e-3),
     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     metrics=["accuracy"],
 )
-history = model.fit(train_tasks, epochs=1 if FAST else 5, verbose=0 if FAST else "auto")
+history = model.fit(train_tasks, epochs=budget(1, 3, 5), verbose=0 if FAST else "auto")
 plots.plot_history(history, os.path.join(OUTPUT, "training_curves.png"))
 
 # %% [markdown]
@@ -149,10 +159,10 @@ plots.plot_history(history, os.path.join(OUTPUT, "training_curves.png"))
 # One accuracy number from a handful of episodes is noise. `evaluate_episodes`
 # scores each test episode separately and reports the mean with a 95%
 # confidence half-width (`1.96 * std / sqrt(episodes)`); papers use 600
-# episodes or more.
+# episodes or more (this run scores 100; `METAKERAS_TUTORIAL_FULL=1`, 600).
 
 # %%
-results = evaluate_episodes(model, test_tasks, episodes=20 if FAST else 600)
+results = evaluate_episodes(model, test_tasks, episodes=budget(20, 100, 600))
 print(results.to_markdown())
 mean, ci = results.mean("accuracy")
 print(f"{dataset} {ways}-way {shots}-shot accuracy: {mean:.3f} ± {ci:.3f}")

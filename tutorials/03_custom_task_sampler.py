@@ -254,6 +254,14 @@ fig.savefig(os.path.join(OUTPUT, "site_adaptation.png"), dpi=90)
 # `ANIL`), with `fit(..., workers=2)` for parallel loading, and with
 # `metakeras.evaluation.compare_models`.
 #
+# For images, `TaskSampler` also augments each episode with Keras
+# preprocessing layers, seeded per batch like everything else:
+# `TaskSampler(x, y, ..., augmentation=keras.Sequential([
+# keras.layers.RandomFlip("horizontal"), keras.layers.RandomCrop(26, 26)]))`
+# transforms support and query images (`augment_queries=False`: support only);
+# a hand-written source like `SiteTasks` would draw such seeds from its own
+# `(seed, epoch, index)` generator.
+#
 # A note on string labels: `TaskSampler.from_dataframe` reads a text label
 # column as a NumPy `object` array, and `classes` from `split_classes` as a
 # NumPy `str` array; this version of metakeras does not match the two, so

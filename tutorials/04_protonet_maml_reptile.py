@@ -36,7 +36,17 @@ from metakeras import plots  # noqa: E402
 from metakeras.evaluation import compare_models, evaluate_episodes  # noqa: E402
 from metakeras.tasks import TaskSampler, split_classes  # noqa: E402
 
+# Budgets: about a minute on 2 CPU cores by default; METAKERAS_TUTORIAL_FULL=1
+# for the longer run (10 epochs of 100 meta-batches, 600 test episodes);
+# METAKERAS_TUTORIAL_FAST=1 for seconds (the tests).
 FAST = os.environ.get("METAKERAS_TUTORIAL_FAST") == "1"
+FULL = os.environ.get("METAKERAS_TUTORIAL_FULL") == "1"
+
+
+def budget(fast, default, full):
+    return fast if FAST else full if FULL else default
+
+
 OUTPUT = os.environ.get("METAKERAS_TUTORIAL_OUTPUT", "tutorial_output")
 os.makedirs(OUTPUT, exist_ok=True)
 keras.utils.set_random_seed(0)
@@ -44,7 +54,7 @@ keras.utils.set_random_seed(0)
 x, y = metakeras.datasets.digits.load_data()
 train_classes, test_classes = split_classes(y, fractions=(0.5, 0.5), seed=0)
 WAYS, SHOTS, QUERIES = 5, 1, 5
-EPOCHS, STEPS = (1, 5) if FAST else (10, 100)
+EPOCHS, STEPS = budget((1, 5), (4, 50), (10, 100))
 
 
 def tasks(classes, seed, shots=SHOTS, steps=STEPS, resample=True, batch=8):
@@ -118,11 +128,11 @@ reptile.fit(tasks(train_classes, seed=0, shots=3), epochs=EPOCHS, verbose=0)
 # much each one gains from adaptation. ProtoNet is scored once.
 
 # %%
-test = tasks(test_classes, seed=1, steps=1 if FAST else 30, resample=False, batch=20)
+test = tasks(test_classes, seed=1, steps=budget(1, 10, 30), resample=False, batch=20)
 comparison = compare_models(
     {"protonet": protonet, "maml": maml, "reptile": reptile},
     test,
-    episodes=20 if FAST else 600,
+    episodes=budget(20, 200, 600),
     metrics=["accuracy", "log_loss"],
 )
 print(comparison.to_markdown())
@@ -151,11 +161,13 @@ plots.plot_episode_distribution(
 # ## More inner steps at test time
 #
 # MAML is trained with one inner step, but nothing stops us from taking more
-# at test time; `evaluate_episodes(..., steps=range(6))` shows whether it
+# at test time; `evaluate_episodes(..., inner_steps=range(6))` shows whether it
 # helps or starts to overfit the single support example per class.
 
 # %%
-more = evaluate_episodes(maml, test, episodes=20 if FAST else 600, steps=list(range(6)))
+more = evaluate_episodes(
+    maml, test, episodes=budget(20, 200, 600), inner_steps=list(range(6))
+)
 print(more.adaptation("accuracy")[["steps", "mean", "ci95", "change"]])
 
 # %% [markdown]

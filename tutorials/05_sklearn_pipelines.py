@@ -59,7 +59,11 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from metakeras.datasets import digits  # noqa: E402
 from metakeras.sklearn import ClassSplit, MetaClassifier, adapt  # noqa: E402
 
+# Budgets: about a minute on 2 CPU cores by default; METAKERAS_TUTORIAL_FULL=1
+# for the longer run (10 epochs of 30 meta-batches per fit, 4 class splits);
+# METAKERAS_TUTORIAL_FAST=1 for seconds (the tests).
 FAST = os.environ.get("METAKERAS_TUTORIAL_FAST") == "1"
+FULL = os.environ.get("METAKERAS_TUTORIAL_FULL") == "1"
 OUTPUT = os.environ.get("METAKERAS_TUTORIAL_OUTPUT", "tutorial_output")
 os.makedirs(OUTPUT, exist_ok=True)
 
@@ -99,11 +103,12 @@ print(f"meta-training rows: {len(X_seen)} of classes {np.unique(y_seen).tolist()
 # and scores the other rows of those digits: a 3-way task, chance 33%.
 
 # %%
-budget = (
-    dict(epochs=1, steps_per_epoch=3, meta_batch_size=4)
-    if FAST
-    else dict(epochs=10, steps_per_epoch=30, meta_batch_size=8)
-)
+if FAST:
+    budget = dict(epochs=1, steps_per_epoch=3, meta_batch_size=4)
+elif FULL:
+    budget = dict(epochs=10, steps_per_epoch=30, meta_batch_size=8)
+else:
+    budget = dict(epochs=3, steps_per_epoch=20, meta_batch_size=8)
 pipeline = Pipeline(
     [
         ("scale", StandardScaler()),
@@ -113,7 +118,7 @@ pipeline = Pipeline(
 grid = {"scale": [StandardScaler(), "passthrough"], "meta__shots": [1, 5]}
 if FAST:
     grid = {"scale": [StandardScaler(), "passthrough"], "meta__shots": [5]}
-cv = ClassSplit(n_splits=2 if FAST else 4, test_classes=3, shots=5, random_state=0)
+cv = ClassSplit(n_splits=4 if FULL else 2, test_classes=3, shots=5, random_state=0)
 search = GridSearchCV(pipeline, grid, cv=cv, scoring=cv.scorer())
 search.fit(X_seen, y_seen)
 

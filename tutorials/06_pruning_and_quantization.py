@@ -118,7 +118,7 @@ print("sparsity after pruning:", round(history.history["sparsity"][-1], 3))
 
 # %%
 task = sinusoid(1, seed=99)[0]
-adapted = model.adapt(task["support_x"][0], task["support_y"][0], steps=10)
+adapted = model.adapt(task["support_x"][0], task["support_y"][0], inner_steps=10)
 for layer, meta_layer in zip(adapted.layers, model.learner.layers):
     mask = keras.ops.convert_to_numpy(meta_layer.kernel_constraint.mask)
     kernel = keras.ops.convert_to_numpy(layer.kernel)
@@ -175,7 +175,7 @@ report = callbacks.compression_report(
     {"float": float_model, "pruned 80%": pruned_model, "80% + int8": quantized_model},
     sinusoid(max(1, EPISODES // 25), seed=2),
     episodes=EPISODES,
-    steps=5,
+    inner_steps=5,
     directory=OUTPUT,
 )
 report.to_csv(os.path.join(OUTPUT, "compression_report.csv"), index=False)

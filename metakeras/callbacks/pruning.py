@@ -29,7 +29,11 @@ class PruningMask(keras.constraints.Constraint, keras.Operation):
     The mask is a non-trainable uint8 `keras.Variable` (`mask`, 1 keeps, 0
     prunes). It lives on the layer's `kernel_constraint`, so it is part of
     the layer's config and its values are saved in `.keras` files (packed
-    eight to a byte) and restored by `keras.models.load_model`; it is not one
+    eight to a byte) and restored by `keras.models.load_model`. `MetaModel.
+    save` writes the file of a model with masks compressed, so masks and
+    pruned zeros make it smaller than the unpruned model's, not larger (a
+    plain Keras model's file is not compressed: save `strip_pruning(model)`
+    or compress it). It is not one
     of the layer's `weights`, so it is not part of a learner's
     `stateless_call` state. Copies of a learner made for adaptation (the
     model `adapt` returns) carry the same mask values.
@@ -307,6 +311,14 @@ def strip_pruning(model):
         variable.assign(value)
     _copy_optimizer_state(model, copy)
     return copy
+
+
+def has_masks(model):
+    """Whether any kernel of `model` (or of its learner) has a `PruningMask`."""
+    return any(
+        isinstance(getattr(layer, "kernel_constraint", None), PruningMask)
+        for layer in _layers.iter_layers(_layers.learner_of(model))
+    )
 
 
 def _install_mask(layer):

@@ -146,15 +146,14 @@ def _load_model(model_path):
     Raises:
         CLIError: if the file is not a Keras model, or not a `MetaModel`.
     """
-    import keras
-
     # Registers the pruning and quantization classes that a compressed model
     # refers to (`metakeras train --prune/--quantize`).
     import metakeras.callbacks  # noqa: F401
+    from metakeras._io import load_model
     from metakeras.models import MetaModel
 
     try:
-        model = keras.models.load_model(model_path)
+        model = load_model(model_path)
     except Exception as error:  # Keras raises many types for a bad file.
         reason = str(error).strip().splitlines()[0][:300] if str(error) else ""
         raise CLIError(
@@ -219,7 +218,7 @@ def _score(model, settings):
             model,
             tasks,
             episodes=episodes,
-            steps=settings["steps"],
+            inner_steps=settings["steps"],
             batch_size=batch,
             # Only inner loops are random (mini-batches, Dropout); a seed with
             # a model without one trips `evaluation._scorer._derived_seed` (steps=-1).

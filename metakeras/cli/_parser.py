@@ -9,6 +9,7 @@ registry states them. Flag values are checked by the argparse types of
 """
 
 import argparse
+import sys
 
 from metakeras.cli._checks import (
     parse_bool,
@@ -378,9 +379,18 @@ def _add_evaluate(commands):
         "--queries", type=parse_positive_int, help="query examples per class"
     )
     evaluate.add_argument(
-        "--steps",
+        "--inner-steps",
+        dest="steps",
         type=parse_non_negative_int,
-        help="inner steps (default: 0..the model's own, as a curve)",
+        help="inner gradient steps (default: 0..the model's own, as a curve)",
+    )
+    evaluate.add_argument(
+        "--steps",
+        dest="steps",
+        type=parse_non_negative_int,
+        action=_Renamed,
+        new_name="--inner-steps",
+        help="deprecated name of --inner-steps",
     )
     evaluate.add_argument(
         "--batch-size", type=parse_positive_int, help="episodes adapted together (32)"
@@ -396,6 +406,23 @@ def _add_evaluate(commands):
         help="folder for the CSV and plots (default: <model dir>/evaluation)",
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+class _Renamed(argparse.Action):
+    """A flag kept under its old name: stores its value, warns on stderr."""
+
+    def __init__(self, option_strings, dest, new_name, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_name = new_name
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(
+            f"{parser.prog}: warning: {option_string} is deprecated; use "
+            f"{self.new_name} (in metakeras `steps` counts batches, as "
+            "--steps-per-epoch does).",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
 
 
 def _add_datasets(commands):

@@ -42,11 +42,15 @@ class _Scorer:
         for steps in self.steps:
             if seed is not None:
                 keras.utils.set_random_seed(_derived_seed(seed, batch_number, steps))
-            kwargs = {"batch_size": self.options["batch_size"]}
-            if steps is not None:
-                kwargs["steps"] = steps
+            # Positional: the 4th parameter is `inner_steps` on metakeras
+            # models and `steps` on objects written for older versions.
+            inner = () if steps is None else (steps,)
             predictions = self.model.adapt_and_predict(
-                support_x, support_y, query_x, **kwargs
+                support_x,
+                support_y,
+                query_x,
+                *inner,
+                batch_size=self.options["batch_size"],
             )
             predictions = np.asarray(_to_numpy(predictions), dtype="float64")
             if predictions.shape[:2] != query_y.shape[:2]:
@@ -58,7 +62,7 @@ class _Scorer:
             if not np.all(np.isfinite(predictions)):
                 raise ValueError(
                     f"{self.name!r} predicted NaN or infinite values after "
-                    f"steps={steps} inner steps: adaptation diverged (is the inner "
+                    f"inner_steps={steps}: adaptation diverged (is the inner "
                     "learning rate too high?)."
                 )
             if self.task is None:

@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from metakeras._io import atomic_path
+from metakeras._checks import inner_steps_argument
+from metakeras._io import atomic_path, deflate_archive
 from metakeras.evaluation.scoring import compare_models
 
 __all__ = ["compression_report"]
@@ -18,19 +19,22 @@ def compression_report(
     tasks,
     episodes=100,
     baseline=None,
-    steps=None,
+    inner_steps=None,
     metric=None,
     batch_size=32,
     seed=0,
     directory=None,
+    **kwargs,
 ):
     """Compares models' size and post-adaptation quality on the same episodes.
 
     For each model: the number of weight values of its learner (pruning masks
     are bookkeeping and not counted; quantization scales are), how many are
     non-zero, the size in bytes of its saved `.keras` file (as `model.save`
-    writes it, optimizer state included) and of its learner's file alone
-    (the network a device stores), and its few-shot
+    writes it, optimizer state included; compressed when the model has
+    pruning masks, as `MetaModel.save` writes it) and of its learner's file
+    alone (the network a device stores, compressed likewise), and its
+    few-shot
     score after adaptation on identical evaluation episodes
     (`metakeras.evaluation.compare_models`, so the differences to the
     baseline are paired, with their own 95% confidence interval).
@@ -42,8 +46,8 @@ def compression_report(
         episodes: number of evaluation episodes. Defaults to `100`.
         baseline: name of the reference model. Defaults to `None` (the
             first).
-        steps: inner steps for models with an inner loop; `None` uses each
-            model's own setting. Defaults to `None`.
+        inner_steps: inner steps for models with an inner loop; `None`
+            uses each model's own setting. Defaults to `None`.
         metric: the score reported, e.g. `"accuracy"` or `"mse"`; `None`
             picks `"accuracy"` for classification and `"mse"` for
             regression. Defaults to `None`.
@@ -52,6 +56,7 @@ def compression_report(
             `compare_models`. Defaults to `0`.
         directory: where the `.keras` files are written (kept); `None`
             uses a temporary directory. Defaults to `None`.
+        **kwargs: `steps`, the deprecated name of `inner_steps`.
 
     Returns:
         A `pandas.DataFrame` with one row per model: `model`, `parameters`,
@@ -77,6 +82,7 @@ def compression_report(
             "`models` must be a dict mapping names to models. Received: "
             f"{type(models).__name__}"
         )
+    steps = inner_steps_argument(kwargs, inner_steps, "compression_report")
     comparison = _compare(models, tasks, episodes, baseline, steps, batch_size, seed)
     metric, summary = _metric_summary(comparison, metric)
     rows = []
@@ -118,7 +124,7 @@ def _compare(models, tasks, episodes, baseline, steps, batch_size, seed):
         tasks,
         episodes=episodes,
         baseline=baseline,
-        steps=steps,
+        inner_steps=steps,
         batch_size=batch_size,
         seed=paired_seed,
     )
@@ -175,6 +181,11 @@ def _saved_size(model, directory, name):
     path = os.path.join(os.fspath(directory), f"{safe}.keras")
     with atomic_path(path) as tmp:
         model.save(tmp)
+        # As `MetaModel.save` writes a pruned model: masks and zeros compressed.
+        from metakeras.callbacks.pruning import has_masks
+
+        if has_masks(model):
+            deflate_archive(tmp)
     return os.path.getsize(path)
 
 

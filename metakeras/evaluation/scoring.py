@@ -3,7 +3,13 @@
 import keras
 import numpy as np
 
-from metakeras._checks import check_flag, check_int, invalid, is_int
+from metakeras._checks import (
+    check_flag,
+    check_int,
+    inner_steps_argument,
+    invalid,
+    is_int,
+)
 from metakeras._progress import progress_bar, resolve_verbose
 from metakeras.evaluation._metrics import _TASKS, _resolve_metrics
 from metakeras.evaluation._scorer import _Scorer
@@ -21,7 +27,7 @@ def evaluate_episodes(
     model,
     tasks,
     episodes="auto",
-    steps=None,
+    inner_steps=None,
     metrics=None,
     task="auto",
     from_logits=None,
@@ -29,6 +35,7 @@ def evaluate_episodes(
     seed=None,
     allow_untrained=False,
     verbose="auto",
+    **kwargs,
 ):
     """Adapts a model to each test episode and scores its query predictions.
 
@@ -39,12 +46,13 @@ def evaluate_episodes(
     their mean with a 95% confidence interval.
 
     For a model with an inner loop (`model.inner.steps`, as on `MAML`), the
-    same episodes are by default scored before adaptation (`steps=0`) and
+    same episodes are by default scored before adaptation (`inner_steps=0`) and
     after every step up to the model's own setting, so the gain from
     adaptation shows (`EpisodeResults.adaptation`,
     `metakeras.plots.plot_adaptation_curve`). Each setting adapts from
     scratch, so a curve over `0..S` costs about `S / 2` times a single
-    evaluation at `S` steps; pass `steps=S` for the headline number alone.
+    evaluation at `S` steps; pass `inner_steps=S` for the headline number
+    alone.
     Models without an inner loop are evaluated once, in their own setting.
 
     The task type is inferred from the first episodes: integer query labels
@@ -77,17 +85,19 @@ def evaluate_episodes(
 
     Args:
         model: a compiled, meta-trained `MetaModel` (or any object with an
-            `adapt_and_predict(support_x, support_y, query_x, steps=None,
-            batch_size=32)` method returning `(T, N*Q, outputs)` arrays).
+            `adapt_and_predict(support_x, support_y, query_x, inner_steps=None,
+            batch_size=32)` method returning `(T, N*Q, outputs)` arrays; the
+            inner steps are passed as its fourth positional argument).
         tasks: the task source: a `keras.utils.PyDataset` of episode batches,
             or a dict (or tuple) of arrays in the episode contract.
         episodes: number of episodes to score, `None` for every episode of
             one pass over `tasks`, or `"auto"`: 600 (the papers' protocol)
             from a `PyDataset`, every episode of a single episode batch.
             Defaults to `"auto"`.
-        steps: inner steps, for models with an inner loop: an integer, a list
-            of integers, or `None` for `0, 1, ..., model.inner.steps`.
-            Must be `None` for models without one. Defaults to `None`.
+        inner_steps: inner gradient steps, for models with an inner loop:
+            an integer, a list of integers, or `None` for `0, 1, ...,
+            model.inner.steps`. Must be `None` for models without one.
+            Defaults to `None`.
         metrics: metric names (see above) and/or callables
             `fn(y_true, y_pred) -> float`, or a dict mapping names to them.
             Callables receive one episode's query targets and, for
@@ -111,6 +121,7 @@ def evaluate_episodes(
             with the running mean of the first metric), `2` (one line when
             done) or `"auto"` (1 on an interactive terminal, else 2).
             Defaults to `"auto"`.
+        **kwargs: `steps`, the deprecated name of `inner_steps`.
 
     Returns:
         An `EpisodeResults`.
@@ -131,6 +142,7 @@ def evaluate_episodes(
     print(results.to_markdown())
     ```
     """
+    steps = inner_steps_argument(kwargs, inner_steps, "evaluate_episodes")
     (result,) = _run(
         {None: model},
         tasks,
@@ -153,7 +165,7 @@ def compare_models(
     tasks,
     episodes="auto",
     baseline=None,
-    steps=None,
+    inner_steps=None,
     metrics=None,
     task="auto",
     from_logits=None,
@@ -161,6 +173,7 @@ def compare_models(
     seed=None,
     allow_untrained=False,
     verbose="auto",
+    **kwargs,
 ):
     """Scores several models on identical episodes and compares them paired.
 
@@ -179,9 +192,10 @@ def compare_models(
             Defaults to `"auto"`.
         baseline: name of the model the others are compared with.
             Defaults to `None` (the first model).
-        steps: inner steps as in `evaluate_episodes`, applied to every model
-            with an inner loop (models without one use their own setting), or
-            a dict mapping model names to their `steps`. Each model is
+        inner_steps: inner steps as in `evaluate_episodes`, applied to every
+            model with an inner loop (models without one use their own
+            setting), or a dict mapping model names to their `inner_steps`.
+            Each model is
             compared at its headline setting (its own `inner.steps` when
             evaluated, else the largest). Defaults to `None`.
         metrics: as in `evaluate_episodes`. Defaults to `None`.
@@ -192,6 +206,7 @@ def compare_models(
         allow_untrained: as in `evaluate_episodes`. Defaults to `False`.
         verbose: as in `evaluate_episodes` (the bar shows each model's first
             metric). Defaults to `"auto"`.
+        **kwargs: `steps`, the deprecated name of `inner_steps`.
 
     Returns:
         A `ModelComparison`.
@@ -207,6 +222,7 @@ def compare_models(
     comparison.differences   # fomaml - maml per metric, with its 95% CI
     ```
     """
+    steps = inner_steps_argument(kwargs, inner_steps, "compare_models")
     named = _named_models(models)
     if baseline is None:
         baseline = next(iter(named))
@@ -267,7 +283,8 @@ def _steps_per_model(steps, named):
         unknown = [n for n in steps if n not in named]
         if unknown:
             raise ValueError(
-                f"`steps` names unknown model(s) {unknown}. Valid names: {list(named)}."
+                f"`inner_steps` names unknown model(s) {unknown}. Valid names: "
+                f"{list(named)}."
             )
         return {n: steps.get(n) for n in named}
     return {
@@ -364,7 +381,7 @@ def _check_model(model, name, allow_untrained):
     if not callable(getattr(model, "adapt_and_predict", None)):
         raise ValueError(
             f"`model` ({name!r}) must be a metakeras MetaModel, or an object with "
-            "an `adapt_and_predict(support_x, support_y, query_x, steps=None, "
+            "an `adapt_and_predict(support_x, support_y, query_x, inner_steps=None, "
             f"batch_size=32)` method. Received: {type(model).__name__}."
         )
     if isinstance(model, keras.Model) and not model.compiled:
@@ -395,9 +412,9 @@ def _resolve_steps(steps, model, name, strict):
     if own is None:
         if steps is not None and strict:
             raise ValueError(
-                f"`steps` applies to models with an inner loop (`model.inner."
-                f"steps`); {name!r} has none, so pass steps=None. Received: "
-                f"steps={steps!r}."
+                f"`inner_steps` applies to models with an inner loop (`model."
+                f"inner.steps`); {name!r} has none, so pass inner_steps=None. "
+                f"Received: inner_steps={steps!r}."
             )
         return [None], None
     if steps is None:
@@ -405,10 +422,12 @@ def _resolve_steps(steps, model, name, strict):
     values = list(steps) if isinstance(steps, (list, tuple, range)) else [steps]
     if not values:
         raise ValueError(
-            "`steps` must be None, a non-negative integer or a non-empty list of "
-            f"them. Received: steps={steps!r}"
+            "`inner_steps` must be None, a non-negative integer or a non-empty "
+            f"list of them. Received: inner_steps={steps!r}"
         )
     if not all(is_int(value, 0) for value in values):
-        raise invalid("steps", "None, a non-negative integer or a list of them", steps)
+        raise invalid(
+            "inner_steps", "None, a non-negative integer or a list of them", steps
+        )
     values = sorted({int(v) for v in values})
     return values, own if own in values else values[-1]

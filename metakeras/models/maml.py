@@ -4,7 +4,7 @@ import keras
 import torch
 
 from metakeras import _keras_compat
-from metakeras._checks import check_flag, check_int
+from metakeras._checks import check_flag, check_int, inner_steps_argument
 from metakeras.inner import resolve_inner
 from metakeras.models._adaptation import select_examples
 from metakeras.models._annealing import multi_step_loss_weights
@@ -68,8 +68,8 @@ class MAML(MetaModel):
         inner_steps: inner gradient steps per task. `0` trains the
             initialisation on the query sets without adapting to the
             support sets (joint training, a baseline); `adapt(...,
-            steps=...)` and `evaluate_episodes(..., steps=...)` still adapt
-            it. Defaults to `None` (`1`).
+            inner_steps=...)` and `evaluate_episodes(..., inner_steps=...)`
+            still adapt it. Defaults to `None` (`1`).
         inner_learning_rate: step size of the inner loop. Defaults to `None`
             (`0.01`, the MAML paper's sinusoid value; its Omniglot value,
             `0.4`, is the classification default of `metakeras.models.get`).
@@ -139,7 +139,7 @@ class MAML(MetaModel):
     # the same: metakeras.MAML(learner, inner=metakeras.InnerLoop(1, 0.01))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     model.fit(metakeras.tasks.SinusoidTasks(shots=10, seed=0), epochs=2)
-    adapted = model.adapt(support_x, support_y, steps=10)
+    adapted = model.adapt(support_x, support_y, inner_steps=10)
     adapted.predict(x_new)
     ```
     """
@@ -496,14 +496,16 @@ class MAML(MetaModel):
 
     # ------------------------------------------------------------ adaptation
 
-    def adapt(self, support_x, support_y, steps=None):
+    def adapt(self, support_x, support_y, inner_steps=None, **kwargs):
         """Fine-tunes a copy of the learner on one task's support set.
 
         Args:
             support_x: the task's labelled inputs, `(examples, *features)`.
             support_y: their targets, `(examples, *targets)`; integer class
                 labels for classification.
-            steps: inner steps. Defaults to `None` (the model's `inner_steps`).
+            inner_steps: inner gradient steps. Defaults to `None` (the
+                model's `inner_steps`).
+            **kwargs: `steps`, the deprecated name of `inner_steps`.
 
         Returns:
             A new `keras.Model` (a copy of the learner) holding the adapted
@@ -512,10 +514,13 @@ class MAML(MetaModel):
         Example:
 
         ```python
-        adapted = model.adapt(support_x, support_y, steps=5)
+        adapted = model.adapt(support_x, support_y, inner_steps=5)
         y_pred = adapted.predict(query_x)
         ```
         """
+        steps = inner_steps_argument(
+            kwargs, inner_steps, f"{type(self).__name__}.adapt"
+        )
         _check_steps(steps)
         support_x, support_y = self._check_single_task(support_x, support_y)
         if self._task_loss is None:
@@ -548,11 +553,14 @@ class MAML(MetaModel):
                 )
 
     def adapt_and_predict(
-        self, support_x, support_y, query_x, steps=None, batch_size=32
+        self, support_x, support_y, query_x, inner_steps=None, batch_size=32, **kwargs
     ):
+        steps = inner_steps_argument(
+            kwargs, inner_steps, f"{type(self).__name__}.adapt_and_predict"
+        )
         _check_steps(steps)
         return super().adapt_and_predict(
-            support_x, support_y, query_x, steps=steps, batch_size=batch_size
+            support_x, support_y, query_x, inner_steps=steps, batch_size=batch_size
         )
 
     adapt_and_predict.__doc__ = MetaModel.adapt_and_predict.__doc__
@@ -586,7 +594,7 @@ class MAML(MetaModel):
 
 
 def _check_steps(steps):
-    check_int("steps", steps, 0, none=True, types=int)
+    check_int("inner_steps", steps, 0, none=True, types=int)
 
 
 def _keeping(trajectory, monitor):

@@ -7,12 +7,15 @@ against the learner) and `_nonfinite` (the check of every meta-update, and
 the diagnosis of a non-finite one). This module holds the public API.
 """
 
+import os
+
 import keras
 import numpy as np
 import torch
 
 from metakeras import _keras_compat
-from metakeras._checks import check_flag
+from metakeras._checks import check_flag, inner_steps_argument
+from metakeras._io import deflate_archive
 from metakeras._progress import resolve_verbose
 from metakeras.distributed._reduce import metrics_result
 from metakeras.models import _resume
@@ -354,7 +357,7 @@ class MetaModel(
 
     # ------------------------------------------------------------ adaptation
 
-    def adapt(self, support_x, support_y, steps=None):
+    def adapt(self, support_x, support_y, inner_steps=None, **kwargs):
         """Adapts to one task and returns a Keras model for it.
 
         The meta-learned weights are left untouched.
@@ -362,8 +365,9 @@ class MetaModel(
         Args:
             support_x: the task's labelled inputs, `(examples, *features)`.
             support_y: their targets, `(examples, *targets)`.
-            steps: inner steps, for algorithms that take steps; defaults to
-                the model's own setting.
+            inner_steps: inner gradient steps, for algorithms that take
+                steps. Defaults to `None` (the model's own setting).
+            **kwargs: `steps`, the deprecated name of `inner_steps`.
 
         Returns:
             A new `keras.Model` that predicts for this task.
@@ -374,7 +378,7 @@ class MetaModel(
         )
 
     def adapt_and_predict(
-        self, support_x, support_y, query_x, steps=None, batch_size=32
+        self, support_x, support_y, query_x, inner_steps=None, batch_size=32, **kwargs
     ):
         """Adapts to each task of a meta-batch and predicts its query inputs.
 
@@ -385,12 +389,15 @@ class MetaModel(
             support_x: `(T, N*K, *features)` support inputs.
             support_y: `(T, N*K, *targets)` support targets.
             query_x: `(T, N*Q, *features)` query inputs.
-            steps: inner steps; defaults to the model's own setting.
+            inner_steps: inner gradient steps, for algorithms that take
+                steps. Defaults to `None` (the model's own setting).
             batch_size: tasks processed together. Defaults to `32`.
+            **kwargs: `steps`, the deprecated name of `inner_steps`.
 
         Returns:
             NumPy array `(T, N*Q, *outputs)` of query predictions.
         """
+        steps = inner_steps_argument(kwargs, inner_steps, "adapt_and_predict")
         check_meta_batch_arrays(support_x, support_y, query_x, batch_size)
         # Placeholder targets with the support targets' shape, for validation only.
         query_y = np.zeros(
@@ -412,6 +419,43 @@ class MetaModel(
         return np.concatenate(outputs, axis=0)
 
     # ------------------------------------------------------- serialization
+
+    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+        """Saves the model as Keras does; a pruned model's file is compressed.
+
+        Keras writes `.keras` archives uncompressed, so a model pruned by
+        `MagnitudePruning` would store its zeros in full plus its masks. When
+        the learner has pruning masks, the archive is rewritten with DEFLATE
+        compression: the file is smaller than the unpruned model's and
+        `keras.models.load_model` reads it as usual (masks included).
+
+        Args:
+            filepath: where to save, as for `keras.Model.save`.
+            overwrite: whether to replace an existing file. Defaults to
+                `True`.
+            zipped: as for `keras.Model.save`. Defaults to `None`.
+            **kwargs: the other arguments of `keras.Model.save`.
+
+        Example:
+
+        ```python
+        model.fit(tasks, callbacks=[metakeras.callbacks.MagnitudePruning(0.5)])
+        model.save("pruned.keras")  # smaller than before pruning
+        ```
+        """
+        super().save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+        # Imported here: callbacks sit beside the models, not below them.
+        from metakeras.callbacks.pruning import has_masks
+
+        path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else None
+        if (
+            path is not None
+            and path.endswith(".keras")
+            and zipped is not False
+            and os.path.isfile(path)
+            and has_masks(self)
+        ):
+            deflate_archive(path)
 
     def get_config(self):
         return {

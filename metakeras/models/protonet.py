@@ -3,7 +3,12 @@
 import keras
 import torch
 
-from metakeras._checks import check_choice, check_flag, check_number
+from metakeras._checks import (
+    check_choice,
+    check_flag,
+    check_number,
+    inner_steps_argument,
+)
 from metakeras.layers.batch_normalization import _discarding_moving_statistics
 from metakeras.models._cloning import learner_with_weights
 from metakeras.models.meta_model import MetaModel
@@ -126,7 +131,8 @@ class ProtoNet(MetaModel):
     def _episode_context(self, support_x, support_y, steps):
         if steps is not None:
             raise ValueError(
-                f"ProtoNet has no inner steps; `steps` must be None. Received: {steps!r}"
+                f"{type(self).__name__} has no inner steps; `inner_steps` must be "
+                f"None. Received: inner_steps={steps!r}"
             )
         if support_y is self._checked_labels[0] or self._graph_episode is not None:
             # Checked before the step (a CUDA graph step cannot read labels).
@@ -190,13 +196,15 @@ class ProtoNet(MetaModel):
         prototypes = _class_means(support, support_y, ways)
         return prototype_logits(query, prototypes, self.distance, self._scale)
 
-    def adapt(self, support_x, support_y, steps=None, transductive=None):
+    def adapt(
+        self, support_x, support_y, inner_steps=None, transductive=None, **kwargs
+    ):
         """Embeds one task's support set and returns the task's classifier.
 
         Args:
             support_x: the task's labelled inputs, `(examples, *features)`.
             support_y: integer labels `0..N-1`, `(examples,)`.
-            steps: must be `None` (ProtoNet takes no gradient steps).
+            inner_steps: must be `None` (ProtoNet takes no gradient steps).
             transductive: `True` embeds the support set, and every batch the
                 returned classifier predicts, with its own batch statistics;
                 `False` uses the moving statistics for both. Defaults to
@@ -208,6 +216,9 @@ class ProtoNet(MetaModel):
             `PrototypeClassifier` here, the subclasses' own classifiers for
             the other metric models (`MatchingClassifier`, ...).
         """
+        steps = inner_steps_argument(
+            kwargs, inner_steps, f"{type(self).__name__}.adapt"
+        )
         support = self._embedded_support(support_x, support_y, steps, transductive)
         with torch.no_grad():
             return self._classifier(*support)

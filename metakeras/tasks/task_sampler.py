@@ -3,6 +3,7 @@
 import numpy as np
 
 from metakeras._checks import check_flag, check_positive_ints, preview, resolve_seed
+from metakeras.tasks._augmentation import Augmentation
 from metakeras.tasks._seeded import SeededTasks
 
 _ROTATIONS = (0, 90, 180, 270)
@@ -55,6 +56,24 @@ class TaskSampler(SeededTasks):
     float32 image and a `numpy.random.Generator` seeded from
     `(seed, epoch, index)`; it must return an array of the same shape.
 
+    `augmentation` takes Keras preprocessing layers (`RandomFlip`,
+    `RandomRotation`, `RandomTranslation`, `RandomZoom`, `RandomCrop`, ...,
+    or a `keras.Sequential` of them) and applies them in training mode to
+    every episode's support images and, with `augment_queries=True` (the
+    default), its query images, after `rotations` and `transform`. It is
+    seeded like the episodes: the layer runs in a `keras.StatelessScope`
+    that gives its `SeedGenerator`s states drawn from `(seed, epoch, index)`
+    and leaves the layer unchanged, so the same seed gives the same augmented batches in any
+    worker, process or order, and a different seed different ones. The
+    layer is called once per episode, on the CPU: layers that draw per image
+    (flip, rotation, translation, zoom) transform each image differently;
+    `RandomCrop`, which draws one offset per call, crops all images of an
+    episode alike. Images are channels-first; the layers' `data_format`
+    (Keras's default `"channels_last"` unless given) is honoured by
+    transposing around the call, and batches stay channels-first float32. A
+    layer that changes the image size (`RandomCrop` to a smaller size)
+    changes the size of the batches, and then needs `augment_queries=True`.
+
     Args:
         x: examples, `(num_examples, *features)`: a NumPy array, or an
             array-like with `shape`, `len` and integer-array indexing such as
@@ -75,6 +94,12 @@ class TaskSampler(SeededTasks):
             images. Defaults to `(0,)` (no rotation).
         transform: `None` or a callable `transform(image, rng) -> image`
             applied to each sampled image. Defaults to `None`.
+        augmentation: `None` or a Keras layer (e.g. `keras.Sequential([
+            keras.layers.RandomFlip("horizontal"),
+            keras.layers.RandomRotation(0.05)])`) applied to each episode's
+            images. Needs images. Defaults to `None`.
+        augment_queries: also augment the query images (`False`: only the
+            support images). Defaults to `True`.
         shuffle: shuffle the order of examples inside each support and query
             set. Defaults to `False` (class-major order).
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size` of
@@ -84,7 +109,9 @@ class TaskSampler(SeededTasks):
         ValueError: for non-positive sizes, `x`/`y` of different lengths,
             NaN or infinite values in `x`, labels in `classes` that `y` does
             not hold, a class with fewer than `shots + queries` examples,
-            `ways` above the number of classes, or invalid augmentation.
+            `ways` above the number of classes, or invalid augmentation
+            (`rotations`, `transform`, or an `augmentation` that is not a
+            Keras layer or fails on the images).
 
     Example:
 
@@ -112,6 +139,8 @@ class TaskSampler(SeededTasks):
         rotations=(0,),
         transform=None,
         shuffle=False,
+        augmentation=None,
+        augment_queries=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -130,6 +159,7 @@ class TaskSampler(SeededTasks):
         seed = resolve_seed(seed)
         check_flag("resample", resample, echo_name=False)
         check_flag("shuffle", shuffle, echo_name=False)
+        check_flag("augment_queries", augment_queries, echo_name=False)
         if transform is not None and not callable(transform):
             raise ValueError(
                 "`transform` must be None or a callable `transform(image, rng)`. "
@@ -147,6 +177,9 @@ class TaskSampler(SeededTasks):
         self.rotations = _check_rotations(rotations, self.x.shape)
         self.transform = transform
         self.shuffle = shuffle
+        self.augmentation = augmentation
+        self.augment_queries = augment_queries
+        self._augment = _check_augmentation(augmentation, augment_queries, self.x.shape)
         self.epoch = 0
         self.class_labels, self._class_index, self._class_sizes = _index_classes(
             self.y, classes, self.shots + self.queries
@@ -300,6 +333,10 @@ class TaskSampler(SeededTasks):
         features = data.shape[1:]
         episode["support_x"] = data[:split].reshape(t, n * self.shots, *features)
         episode["query_x"] = data[split:].reshape(t, n * self.queries, *features)
+        if self._augment is not None:
+            episode["support_x"], episode["query_x"] = self._apply_augmentation(
+                episode["support_x"], episode["query_x"], index
+            )
         return {
             key: episode[key]
             for key in ("support_x", "support_y", "query_x", "query_y", "classes")
@@ -380,8 +417,18 @@ class TaskSampler(SeededTasks):
                 data[mask] = np.rot90(data[mask], angle // 90, axes=(-2, -1))
         return data
 
+    def _apply_augmentation(self, support, query, index):
+        """Runs `augmentation` once per episode, seeded from the batch."""
+        rng = self._rng(index, stream=2)
+        if not self.augment_queries:
+            return np.stack([self._augment(images, rng) for images in support]), query
+        both = np.concatenate([support, query], axis=1)
+        augmented = np.stack([self._augment(images, rng) for images in both])
+        split = support.shape[1]
+        return augmented[:, :split], augmented[:, split:]
+
     def _apply_transform(self, data, index):
-        rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+        rng = self._rng(index, stream=1)
         out = np.empty_like(data)
         for i, image in enumerate(data):
             result = np.asarray(self.transform(image, rng), dtype="float32")
@@ -474,6 +521,27 @@ def _check_rotations(rotations, shape):
             f"`x` has example shape {tuple(shape[1:])}."
         )
     return rotations
+
+
+def _check_augmentation(augmentation, augment_queries, shape):
+    """An `Augmentation` for the sampler's images, or None."""
+    if augmentation is None:
+        return None
+    if len(shape) < 3:
+        raise ValueError(
+            "`augmentation` needs images of shape (H, W) or channels-first "
+            f"(C, H, W); `x` has example shape {tuple(shape[1:])}."
+        )
+    image_shape = tuple(shape[1:]) if len(shape) == 4 else (1, *shape[1:])
+    augment = Augmentation(augmentation, image_shape)
+    if not augment_queries and augment.output_shape != image_shape:
+        raise ValueError(
+            "`augmentation` changes the image shape from "
+            f"{image_shape} to {augment.output_shape}, so support and query "
+            "images would differ in size: pass augment_queries=True, or keep "
+            "the size (e.g. pad before RandomCrop)."
+        )
+    return augment
 
 
 def _index_classes(y, classes, needed):

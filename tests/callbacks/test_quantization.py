@@ -19,6 +19,7 @@ from metakeras.callbacks import (
     FakeQuantization,
     MagnitudePruning,
     PolynomialDecay,
+    PruningMask,
     Quantization,
     compression_report,
     quantize_weights,
@@ -150,7 +151,7 @@ def test_adapt_on_a_quantized_maml_adapts_the_dequantized_weights():
     )
     grid = [_numpy(layer.kernel) for layer in model.learner.layers]
     task = sinusoid_tasks(steps=3, meta_batch_size=1, seed=5)[0]
-    adapted = model.adapt(task["support_x"][0], task["support_y"][0], steps=3)
+    adapted = model.adapt(task["support_x"][0], task["support_y"][0], inner_steps=3)
     for layer, start in zip(adapted.layers, grid):
         assert not np.array_equal(_numpy(layer.kernel), start)  # adapted in float
     # The meta-learned (quantized) weights are untouched.
@@ -216,6 +217,33 @@ def test_quantization_aware_fine_tuning_fake_quantizes_the_fast_weights():
         # Restored after training, and the weights are on the grid.
         assert type(layer.kernel.constraint).__name__ == "PruningMask"
         assert _max_distinct_per_channel(_numpy(layer.kernel)) <= 256
+
+
+def test_a_quantization_aware_checkpoint_becomes_the_quantized_model(tmp_path):
+    # The README's one call: quantize_weights(load_model(checkpoint)).
+    model = regression_maml()
+    checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "qat.keras")
+    model.fit(
+        sinusoid_tasks(steps=2),
+        epochs=2,
+        verbose=0,
+        callbacks=[
+            MagnitudePruning(0.5),
+            Quantization("int8", fine_tune_epochs=1),
+            checkpoint,
+        ],
+    )
+    restored = keras.models.load_model(tmp_path / "qat.keras")
+    # The checkpoint holds the float weights of the last epoch, masks kept.
+    assert any(
+        not np.array_equal(_numpy(layer.kernel), _numpy(trained.kernel))
+        for layer, trained in zip(restored.learner.layers, model.learner.layers)
+    )
+    for layer in restored.learner.layers:
+        assert isinstance(layer.kernel_constraint, PruningMask)
+    quantize_weights(restored, "int8")
+    for layer, trained in zip(restored.learner.layers, model.learner.layers):
+        np.testing.assert_array_equal(_numpy(layer.kernel), _numpy(trained.kernel))
 
 
 def test_fake_quantization_is_straight_through():

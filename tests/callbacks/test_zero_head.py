@@ -32,7 +32,7 @@ def test_head_is_zero_after_every_step_and_one_step_makes_prototypes():
     # One inner step from the zero head: column k = lr / n * (c_k - mean).
     episodes = informative_episodes(tasks=1, seed=2)
     sx, sy = episodes["support_x"][0], episodes["support_y"][0]
-    adapted = model.adapt(sx, sy, steps=1)
+    adapted = model.adapt(sx, sy, inner_steps=1)
     features = np.maximum(sx @ body[0] + body[1], 0.0)
     centers = np.stack([features[sy == k].mean(0) for k in range(WAYS)])
     expected = 0.5 / WAYS * (centers - features.mean(0)).T

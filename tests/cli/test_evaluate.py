@@ -83,12 +83,16 @@ def test_evaluate_sinusoid_with_fixed_steps(tmp_path, capsys):
     code, out = _train(tmp_path, "--dataset", "sinusoid", "--epochs", "1")
     assert code == 0
     target = tmp_path / "eval"
-    argv = ["evaluate", str(out / "model.keras"), "--episodes", "8", "--steps", "3"]
-    assert main([*argv, "--output-dir", str(target)]) == 0
+    argv = ["evaluate", str(out / "model.keras"), "--episodes", "8"]
+    assert main([*argv, "--inner-steps", "3", "--output-dir", str(target)]) == 0
     assert "sinusoid test tasks, 8 episodes, 5 shots" in capsys.readouterr().out
     summary = pd.read_csv(target / "summary.csv")
     assert set(summary["steps"]) == {3}
     assert set(summary["metric"]) == {"mse", "mae", "r2"}
+    # The old flag still works, and says what replaces it.
+    assert main([*argv, "--steps", "2", "--output-dir", str(target)]) == 0
+    assert "--steps is deprecated; use --inner-steps" in capsys.readouterr().err
+    assert set(pd.read_csv(target / "summary.csv")["steps"]) == {2}
 
 
 @pytest.mark.parametrize(
@@ -113,6 +117,13 @@ def test_evaluate_missing_or_foreign_model(tmp_path, capsys):
     code = main(["evaluate", str(tmp_path / "plain.keras"), "--dataset", "digits"])
     assert code == 2
     assert "not a metakeras meta-learning model" in capsys.readouterr().err
+    data = (tmp_path / "plain.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(data[: len(data) // 2])
+    code = main(["evaluate", str(tmp_path / "cut.keras"), "--dataset", "digits"])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert "is not a valid .keras archive (truncated or corrupt)" in error
+    assert "File not found" not in error
 
 
 def test_train_and_evaluate_an_image_folder(tmp_path, capsys):

@@ -57,7 +57,7 @@ def test_task_sampler_classes_and_agreement_with_model_evaluate():
         )
 
     model = trained_classifier(inner_steps=1)
-    results = evaluate_episodes(model, sampler(), episodes=8, steps=1)
+    results = evaluate_episodes(model, sampler(), episodes=8, inner_steps=1)
     expected = np.concatenate([sampler()[0]["classes"], sampler()[1]["classes"]])
     assert results.per_episode["classes"].tolist() == [tuple(c) for c in expected]
     # One pass (2 batches x 4 tasks) is what model.evaluate scores too.

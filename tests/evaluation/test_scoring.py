@@ -32,7 +32,7 @@ from metakeras.tasks import SinusoidTasks
 def test_maml_classification_metrics_match_sklearn_and_model_evaluate():
     model = trained_classifier(inner_steps=2)
     test = classification_episodes(tasks=12, seed=4)
-    results = evaluate_episodes(model, test, episodes=None, steps=2, batch_size=5)
+    results = evaluate_episodes(model, test, episodes=None, inner_steps=2, batch_size=5)
 
     predictions = model.adapt_and_predict(
         test["support_x"], test["support_y"], test["query_x"]
@@ -61,7 +61,7 @@ def test_maml_regression_agrees_with_model_evaluate_on_sinusoids():
         shots=5, queries=8, meta_batch_size=4, steps=3, seed=11, resample=False
     )
     results = evaluate_episodes(
-        model, tasks, episodes=None, steps=2, metrics=["mse", "mae", "loss"]
+        model, tasks, episodes=None, inner_steps=2, metrics=["mse", "mae", "loss"]
     )
     logs = model.evaluate(tasks, verbose=0, return_dict=True)
     assert results.episodes == 12
@@ -81,7 +81,7 @@ def test_adaptation_curve_before_and_after_inner_steps():
     # Each setting scores the same episodes as adapt_and_predict with it.
     for steps in (0, 2):
         predictions = model.adapt_and_predict(
-            test["support_x"], test["support_y"], test["query_x"], steps=steps
+            test["support_x"], test["support_y"], test["query_x"], inner_steps=steps
         )
         expected = (predictions.argmax(-1) == test["query_y"]).mean(axis=1)
         np.testing.assert_allclose(results.scores("accuracy", steps), expected)
@@ -103,7 +103,7 @@ def test_adaptation_curve_before_and_after_inner_steps():
     assert table["change"].iloc[-1] == pytest.approx(gain)
     assert table["change_ci95"].iloc[-1] == pytest.approx(gain_ci)
     # An explicit setting is evaluated alone.
-    single = evaluate_episodes(model, test, episodes=None, steps=1)
+    single = evaluate_episodes(model, test, episodes=None, inner_steps=1)
     assert single.steps == [1] and single.headline_steps == 1
 
 
@@ -118,8 +118,10 @@ def test_model_without_inner_loop_is_evaluated_once():
     assert [c[0] for c in model.calls] == [None]
     with pytest.raises(ValueError, match="no inner steps"):
         results.adaptation()
-    with pytest.raises(ValueError, match=r"`steps` applies to models with an inner"):
-        evaluate_episodes(model, episodes, episodes=None, steps=3)
+    with pytest.raises(
+        ValueError, match=r"`inner_steps` applies to models with an inner"
+    ):
+        evaluate_episodes(model, episodes, episodes=None, inner_steps=3)
 
 
 def test_prepared_model_with_inner_loop_gets_each_setting():
@@ -183,12 +185,12 @@ def test_seeded_comparison_pairs_stochastic_adaptation():
     test = classification_episodes(tasks=4, seed=6)
     model.train_on_batch(test)
     comparison = compare_models(
-        {"first": model, "second": model}, test, episodes=None, steps=2, seed=3
+        {"first": model, "second": model}, test, episodes=None, inner_steps=2, seed=3
     )
     assert (comparison.differences["difference"] == 0).all()
     assert (comparison.differences["ci95"] == 0).all()
-    unseeded = evaluate_episodes(model, test, episodes=None, steps=2)
-    seeded = evaluate_episodes(model, test, episodes=None, steps=2, seed=3)
+    unseeded = evaluate_episodes(model, test, episodes=None, inner_steps=2)
+    seeded = evaluate_episodes(model, test, episodes=None, inner_steps=2, seed=3)
     pd.testing.assert_frame_equal(
         seeded.per_episode, comparison.results["first"].per_episode
     )
@@ -213,16 +215,33 @@ def test_models_that_cannot_be_evaluated():
     with pytest.raises(ValueError, match=r"never meta-trained.*allow_untrained=True"):
         evaluate_episodes(untrained, episodes)
     results = evaluate_episodes(
-        untrained, episodes, episodes=None, steps=1, allow_untrained=True
+        untrained, episodes, episodes=None, inner_steps=1, allow_untrained=True
     )
     assert results.episodes == 4
+
+
+def test_evaluate_and_compare_take_steps_as_the_deprecated_inner_steps():
+    model = PreparedModel({0: np.zeros((4, 12, 3)), 1: np.ones((4, 12, 3))}, 1)
+    episodes = indexed_episodes(4)
+    results = evaluate_episodes(model, episodes, episodes=None, inner_steps=1)
+    with pytest.warns(DeprecationWarning, match="`steps` of evaluate_episodes"):
+        old = evaluate_episodes(model, episodes, episodes=None, steps=1)
+    pd.testing.assert_frame_equal(old.summary, results.summary)
+    with pytest.warns(DeprecationWarning, match="`steps` of compare_models"):
+        comparison = compare_models(
+            {"a": model, "b": model}, episodes, episodes=None, steps={"a": 0, "b": 1}
+        )
+    assert comparison.results["a"].steps == [0]
+    assert comparison.results["b"].steps == [1]
+    with pytest.raises(TypeError, match=r"evaluate_episodes\(\) got both"):
+        evaluate_episodes(model, episodes, inner_steps=0, steps=1)
 
 
 @pytest.mark.parametrize("steps", [-1, 1.5, "3", []])
 def test_invalid_steps(steps):
     model = PreparedModel({0: np.zeros((4, 12, 3))}, inner_steps=1)
-    with pytest.raises(ValueError, match=r"`steps` must be None, a non-negative"):
-        evaluate_episodes(model, indexed_episodes(4), episodes=None, steps=steps)
+    with pytest.raises(ValueError, match=r"`inner_steps` must be None, a non-negative"):
+        evaluate_episodes(model, indexed_episodes(4), episodes=None, inner_steps=steps)
 
 
 # ---------------------------------------------------------- seeds, progress

@@ -162,8 +162,8 @@ def test_protonet_cosine_distance_and_errors():
     assert np.all(np.abs(logits) <= 10.0 + 1e-4)
     with pytest.raises(ValueError, match="`distance` must be one of"):
         metakeras.ProtoNet(dense_learner(8), distance="manhattan")
-    with pytest.raises(ValueError, match="`steps` must be None"):
-        model.adapt(episodes["support_x"][0], episodes["support_y"][0], steps=3)
+    with pytest.raises(ValueError, match="`inner_steps` must be None"):
+        model.adapt(episodes["support_x"][0], episodes["support_y"][0], inner_steps=3)
     missing = dict(episodes)
     missing["support_y"] = np.zeros_like(episodes["support_y"])
     missing["support_y"][0, 0] = 2
@@ -358,11 +358,11 @@ def test_per_step_bn_statistics_choose_the_slot_at_evaluation():
         episodes["query_x"][0],
     )
     for steps, slot in ((0, 0), (1, 1), (2, 2), (5, 2)):
-        adapted = model.adapt(sx, sy, steps=steps)
+        adapted = model.adapt(sx, sy, inner_steps=steps)
         moving = keras.ops.convert_to_numpy(adapted.get_layer("bn").moving_mean)
         np.testing.assert_allclose(moving, slot)
         np.testing.assert_allclose(
-            model.adapt_and_predict(sx[None], sy[None], qx[None], steps=steps)[0],
+            model.adapt_and_predict(sx[None], sy[None], qx[None], inner_steps=steps)[0],
             adapted.predict(qx, verbose=0),
             atol=1e-5,
         )

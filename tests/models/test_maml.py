@@ -48,7 +48,7 @@ def test_evaluate_reports_query_mse_after_adaptation():
     assert result["loss"] == pytest.approx(expected, rel=1e-5)
     # The unadapted query MSE is different: evaluate really adapts.
     unadapted = model.adapt_and_predict(
-        episodes["support_x"], episodes["support_y"], episodes["query_x"], steps=0
+        episodes["support_x"], episodes["support_y"], episodes["query_x"], inner_steps=0
     )
     assert float(((unadapted - episodes["query_y"]) ** 2).mean()) != pytest.approx(
         expected, rel=1e-3
@@ -72,7 +72,7 @@ def test_adapt_leaves_meta_weights_and_lowers_support_loss():
     batch = sinusoid_tasks(seed=3)[0]
     sx, sy = batch["support_x"][0], batch["support_y"][0]
     before = [w.copy() for w in model.learner.get_weights()]
-    adapted = model.adapt(sx, sy, steps=20)
+    adapted = model.adapt(sx, sy, inner_steps=20)
     for a, b in zip(before, model.learner.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert adapted is not model.learner
@@ -81,8 +81,33 @@ def test_adapt_leaves_meta_weights_and_lowers_support_loss():
     loss_after = float(np.mean((adapted.predict(sx, verbose=0) - sy) ** 2))
     assert loss_after < 0.7 * loss_before
     # adapt and the batched path agree
-    batched = model.adapt_and_predict(sx[None], sy[None], sx[None], steps=20)[0]
+    batched = model.adapt_and_predict(sx[None], sy[None], sx[None], inner_steps=20)[0]
     np.testing.assert_allclose(adapted.predict(sx, verbose=0), batched, atol=1e-5)
+
+
+def test_steps_is_the_deprecated_name_of_inner_steps():
+    model = sinusoid_maml()
+    model.fit(sinusoid_tasks(), epochs=1, verbose=0)
+    batch = sinusoid_tasks(seed=3)[0]
+    sx, sy = batch["support_x"][:2], batch["support_y"][:2]
+    expected = model.adapt_and_predict(sx, sy, sx, inner_steps=3)
+    # Positional, as before the rename: the 4th parameter.
+    np.testing.assert_array_equal(model.adapt_and_predict(sx, sy, sx, 3), expected)
+    with pytest.warns(DeprecationWarning, match=r"`steps` of MAML.adapt_and_predict"):
+        old = model.adapt_and_predict(sx, sy, sx, steps=3)
+    np.testing.assert_array_equal(old, expected)
+    adapted = model.adapt(sx[0], sy[0], inner_steps=3).get_weights()
+    with pytest.warns(DeprecationWarning, match=r"Pass inner_steps=3\."):
+        renamed = model.adapt(sx[0], sy[0], steps=3).get_weights()
+    for a, b in zip(adapted, renamed, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match=r"both `inner_steps` and .*`steps`"):
+        model.adapt(sx[0], sy[0], inner_steps=2, steps=3)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['step'\]"):
+        model.adapt(sx[0], sy[0], step=3)
+    # Messages name the argument as it is now spelled.
+    with pytest.raises(ValueError, match=r"`inner_steps` .*Received: inner_steps=-1"):
+        model.adapt_and_predict(sx, sy, sx, inner_steps=-1)
 
 
 def test_meta_training_beats_pooled_baseline():
@@ -285,7 +310,7 @@ def test_meta_learned_classifier_adapts_to_new_tasks():
     result = model.evaluate(test, batch_size=8, verbose=0, return_dict=True)
     # Labels are permuted per task, so without adaptation it is chance (1/3).
     unadapted = model.adapt_and_predict(
-        test["support_x"], test["support_y"], test["query_x"], steps=0
+        test["support_x"], test["support_y"], test["query_x"], inner_steps=0
     )
     chance = float((unadapted.argmax(-1) == test["query_y"]).mean())
     assert chance < 0.5
@@ -361,8 +386,10 @@ def test_bad_constructor_and_compile_arguments():
     with pytest.raises(ValueError, match="single task loss"):
         model.compile(optimizer="adam", loss=["mse", "mae"])
     model.compile(optimizer="adam", loss="mse")
-    with pytest.raises(ValueError, match="`steps` must be None or a non-negative"):
-        model.adapt(np.zeros((3, 1)), np.zeros((3, 1)), steps=-1)
+    with pytest.raises(
+        ValueError, match="`inner_steps` must be None or a non-negative"
+    ):
+        model.adapt(np.zeros((3, 1)), np.zeros((3, 1)), inner_steps=-1)
 
 
 def test_custom_loss_function_is_used_in_the_inner_loop():

@@ -198,9 +198,9 @@ def test_each_step_uses_its_own_rate_and_later_steps_the_last():
     one_step = metakeras.MAML(dense_learner(seed=5), inner_learning_rate=0.5)
     one_step.compile(loss=LOSS)
     sx, sy = EPISODES["support_x"][0], EPISODES["support_y"][0]
-    want = one_step.adapt(sx, sy, steps=1).predict(sx, verbose=0)
+    want = one_step.adapt(sx, sy, inner_steps=1).predict(sx, verbose=0)
     for steps in (2, 4):
-        got = model.adapt(sx, sy, steps=steps).predict(sx, verbose=0)
+        got = model.adapt(sx, sy, inner_steps=steps).predict(sx, verbose=0)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 

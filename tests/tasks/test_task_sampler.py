@@ -1,6 +1,7 @@
 """TaskSampler: N-way K-shot episodes, determinism, augmentation, sources, errors."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
@@ -248,6 +249,144 @@ def test_transform_is_applied_per_image_and_seeded():
 
     with pytest.raises(ValueError, match="`transform` must return an image"):
         TaskSampler(images, y, transform=lambda im, rng: im[0], **kwargs)[0]
+
+
+def _images(channels=3, height=6, width=7, per_class=6, classes=5, seed=0):
+    """Distinct random channels-first images (non-square, so axes can't mix)."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((per_class * classes, channels, height, width)).astype("float32")
+    return x, np.repeat(np.arange(classes), per_class)
+
+
+def _flip_sampler(x, y, **kwargs):
+    kwargs = {"ways": 3, "shots": 2, "queries": 2, "meta_batch_size": 4, **kwargs}
+    return TaskSampler(x, y, **kwargs)
+
+
+def test_augmentation_is_seeded_per_batch_and_keeps_the_contract():
+    x, y = _images()
+    flip = keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal_and_vertical"),
+            keras.layers.RandomZoom(0.2),
+        ]
+    )
+    a = _flip_sampler(x, y, seed=3, steps=3, augmentation=flip)
+    b = _flip_sampler(x, y, seed=3, steps=3, augmentation=flip)
+    other = _flip_sampler(x, y, seed=4, steps=3, augmentation=flip)
+    plain = _flip_sampler(x, y, seed=3, steps=3)
+    # Any order of access, as workers would draw them: the same batches.
+    for index in (2, 0, 1):
+        first, second = a[index], b[index]
+        for key in first:
+            np.testing.assert_array_equal(first[key], second[key])
+        # The episodes drawn are the sampler's without augmentation.
+        for key in ("support_y", "query_y", "classes"):
+            np.testing.assert_array_equal(first[key], plain[index][key])
+        for key in ("support_x", "query_x"):
+            assert first[key].dtype == np.float32
+            assert first[key].shape == plain[index][key].shape
+            assert not np.allclose(first[key], plain[index][key])
+    assert not np.allclose(a[0]["support_x"], other[0]["support_x"])
+    # Threads (PyDataset workers) calling the one layer at once change nothing.
+    with ThreadPoolExecutor(3) as pool:
+        threaded = list(pool.map(lambda i: a[i]["query_x"], [0, 1, 2] * 2))
+    for i, images in enumerate(threaded):
+        np.testing.assert_array_equal(images, b[i % 3]["query_x"])
+    # The layer's own seed state is neither used nor advanced.
+    before = [keras.ops.convert_to_numpy(v).copy() for v in flip.variables]
+    a[1]
+    after = [keras.ops.convert_to_numpy(v) for v in flip.variables]
+    for old, new in zip(before, after):
+        np.testing.assert_array_equal(old, new)
+    # A new epoch (resample) augments differently; a fixed set does not.
+    a.on_epoch_end()
+    assert not np.allclose(a[0]["support_x"], b[0]["support_x"])
+    fixed = _flip_sampler(x, y, seed=3, resample=False, augmentation=flip)
+    once = fixed[0]["query_x"]
+    fixed.on_epoch_end()
+    np.testing.assert_array_equal(fixed[0]["query_x"], once)
+
+
+@pytest.mark.parametrize("data_format", [None, "channels_first", "channels_last"])
+def test_augmentation_flips_the_width_axis_of_channels_first_images(data_format):
+    x, y = _images(channels=3, height=4, width=5)
+    layer = keras.layers.RandomFlip("horizontal", data_format=data_format)
+    plain = _flip_sampler(x, y, seed=0, meta_batch_size=8)[0]
+    augmented = _flip_sampler(x, y, seed=0, meta_batch_size=8, augmentation=layer)[0]
+    for key in ("support_x", "query_x"):
+        original = plain[key].reshape(-1, 3, 4, 5)
+        result = augmented[key].reshape(-1, 3, 4, 5)
+        kept = np.all(result == original, axis=(1, 2, 3))
+        flipped = np.all(result == original[..., ::-1], axis=(1, 2, 3))
+        assert np.all(kept | flipped)  # each image as is, or mirrored left-right
+        assert kept.any() and flipped.any()
+
+
+def test_augmentation_of_support_only_and_grayscale_images():
+    x, y = _images(channels=1, height=8, width=8)
+    x = x[:, 0]  # (N, H, W): the sampler adds the channel axis
+    layer = keras.layers.RandomRotation(0.25, fill_mode="constant")
+    plain = _flip_sampler(x, y, seed=1)[0]
+    support_only = _flip_sampler(
+        x, y, seed=1, augmentation=layer, augment_queries=False
+    )[0]
+    assert support_only["support_x"].shape == (4, 6, 1, 8, 8)
+    assert not np.allclose(support_only["support_x"], plain["support_x"])
+    np.testing.assert_array_equal(support_only["query_x"], plain["query_x"])
+
+
+def test_augmentation_may_crop_both_sets_to_a_new_size():
+    x, y = _images(channels=2, height=8, width=8)
+    crop = keras.layers.RandomCrop(6, 5)
+    batch = _flip_sampler(x, y, seed=2, augmentation=crop)[0]
+    assert batch["support_x"].shape == (4, 6, 2, 6, 5)
+    assert batch["query_x"].shape == (4, 6, 2, 6, 5)
+    # A crop of the original image: some window of it, every channel alike.
+    original = _flip_sampler(x, y, seed=2)[0]["support_x"][0, 0]
+    windows = [original[:, i : i + 6, j : j + 5] for i in range(3) for j in range(4)]
+    assert any(np.array_equal(batch["support_x"][0, 0], w) for w in windows)
+    with pytest.raises(ValueError, match=r"changes the image shape from \(2, 8, 8\) "):
+        _flip_sampler(x, y, augmentation=crop, augment_queries=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"augmentation": "flip"},
+            r"`augmentation` must be None or a Keras layer.*'flip'",
+        ),
+        (
+            {"augmentation": lambda image: image},
+            r"`augmentation` must be None or a Keras layer.*function",
+        ),
+        ({"augment_queries": "yes"}, r"`augment_queries` must be True or False"),
+    ],
+)
+def test_bad_augmentation_arguments_are_rejected(kwargs, message):
+    x, y = _images()
+    with pytest.raises(ValueError, match=message):
+        _flip_sampler(x, y, **kwargs)
+
+
+def test_augmentation_needs_images_and_one_data_format():
+    x, y = indexed_data([6] * 4)
+    with pytest.raises(ValueError, match=r"needs images .* example shape \(3,\)"):
+        _flip_sampler(x, y, augmentation=keras.layers.RandomFlip())
+    images, labels = _images()
+    mixed = keras.Sequential(
+        [
+            keras.layers.RandomFlip(data_format="channels_first"),
+            keras.layers.RandomFlip(data_format="channels_last"),
+        ]
+    )
+    with pytest.raises(ValueError, match="must share one `data_format`"):
+        _flip_sampler(images, labels, augmentation=mixed)
+    with pytest.raises(ValueError, match=r"failed on a batch of images .*\(3, 6, 7\)"):
+        _flip_sampler(images, labels, augmentation=keras.layers.Reshape((5,)))
+    with pytest.raises(ValueError, match=r"one image per input image.*\(1, 126\)"):
+        _flip_sampler(images, labels, augmentation=keras.layers.Flatten())
 
 
 def test_large_classes_use_a_per_class_draw(monkeypatch):
