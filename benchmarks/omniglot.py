@@ -25,6 +25,13 @@ Settings (`--algorithm`):
   batch statistics at evaluation (`transductive_eval=True`, the MAML
   reference code's setting) and, in a second row, with the moving
   statistics (`transductive_eval=False`).
+- `baseline`, `baselinepp`, `simpleshot`: conv4 pretrained as a classifier
+  of all 3,856 rotated background classes (the `*-omniglot` presets:
+  batches of 64 classes x 2 examples, Adam 1e-3 halved every 2,000
+  batches); each test episode then fits a new linear (Baseline) or cosine
+  (Baseline++) head on the support embeddings, or classifies by the nearest
+  centroid of CL2N features (SimpleShot, centred on the training batches'
+  mean embedding).
 
 Usage:
     python benchmarks/omniglot.py --algorithm protonet --minutes 15
@@ -70,9 +77,15 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+PRETRAINED = ["baseline", "baselinepp", "simpleshot"]
+MAML_FAMILY = ["maml", "fomaml", "anil"]
+
+
 def preset_for(args):
     """The public preset behind a run (`metakeras.models.presets`), with the
     command line's overrides."""
+    if args.algorithm in PRETRAINED:
+        return presets.get(f"{args.algorithm}-omniglot")
     if args.algorithm == "protonet":
         preset = presets.get("protonet-omniglot")
         episodes = dict(
@@ -94,7 +107,7 @@ def main(argv=None):
     parser.add_argument(
         "--algorithm",
         default="protonet",
-        choices=["protonet", "maml", "fomaml", "anil"],
+        choices=["protonet", *MAML_FAMILY, *PRETRAINED],
     )
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--meta-batch", type=int, default=16)
@@ -112,6 +125,9 @@ def main(argv=None):
         help="MAML family: train the head (no zeroing trick)",
     )
     parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument(
+        "--steps", type=int, default=1000, help="training batches per epoch"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=SHARED if os.path.isdir(SHARED) else None)
     _machine.add_arguments(parser)
@@ -123,9 +139,9 @@ def main(argv=None):
     preset = preset_for(args)
     model = preset.model()
     train = preset.episodes
-    maml = args.algorithm != "protonet"
+    maml = args.algorithm in MAML_FAMILY
     zeroing = preset.zero_head
-    sampler = preset.train_tasks(x_bg, y_bg, steps=1000, seed=args.seed)
+    sampler = preset.train_tasks(x_bg, y_bg, steps=args.steps, seed=args.seed)
     budget = TimeBudget(args.minutes * 60)
     start = time.perf_counter()
     model.fit(

@@ -21,18 +21,23 @@ from metakeras.models import (  # noqa: E402
     ANIL,
     MAML,
     R2D2,
+    Baseline,
+    BaselinePlusPlus,
     MatchingNet,
     MetaModel,
     MetaSGD,
     ProtoNet,
     RelationNet,
     Reptile,
+    SimpleShot,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ANIL",
+    "Baseline",
+    "BaselinePlusPlus",
     "MAML",
     "InnerLoop",
     "MetaModel",
@@ -42,6 +47,7 @@ __all__ = [
     "R2D2",
     "RelationNet",
     "Reptile",
+    "SimpleShot",
     "initializers",
     "layers",
     "models",

@@ -6,7 +6,14 @@ reproduce the README's results in `metakeras.models.presets`.
 """
 
 from metakeras.models import presets, registry
+from metakeras.models._pretraining import head_logits
 from metakeras.models.anil import ANIL
+from metakeras.models.baseline import (
+    Baseline,
+    BaselinePlusPlus,
+    HeadClassifier,
+    fit_head,
+)
 from metakeras.models.conv4 import conv4
 from metakeras.models.maml import MAML
 from metakeras.models.matching_net import (
@@ -27,10 +34,19 @@ from metakeras.models.relation_net import (
 )
 from metakeras.models.reptile import Reptile
 from metakeras.models.resnet12 import resnet12
+from metakeras.models.simpleshot import (
+    SimpleShot,
+    SimpleShotClassifier,
+    cl2n,
+    simpleshot_logits,
+)
 
 __all__ = [
     "ANIL",
     "Algorithm",
+    "Baseline",
+    "BaselinePlusPlus",
+    "HeadClassifier",
     "MAML",
     "MatchingClassifier",
     "MatchingNet",
@@ -43,9 +59,14 @@ __all__ = [
     "RelationNet",
     "Reptile",
     "RidgeClassifier",
+    "SimpleShot",
+    "SimpleShotClassifier",
     "available",
+    "cl2n",
     "conv4",
+    "fit_head",
     "get",
+    "head_logits",
     "matching_logits",
     "presets",
     "prototype_logits",
@@ -54,4 +75,5 @@ __all__ = [
     "relation_module",
     "resnet12",
     "ridge_logits",
+    "simpleshot_logits",
 ]

@@ -13,7 +13,13 @@ the README's table is what they give.
   (`metakeras.callbacks.ZeroHead`), so the head of a trained model can be
   widened to any number of classes (`Preset.for_ways`).
 
-Both train on rotated copies of the background alphabets (x4 classes) and
+- `"baseline-omniglot"`, `"baselinepp-omniglot"`, `"simpleshot-omniglot"`:
+  Baseline, Baseline++ and SimpleShot on conv4, pretrained as classifiers
+  of all 3,856 rotated background classes on batches of 128 examples (64
+  classes, 2 examples each: `TaskSampler` batches, whose `classes` name
+  the base classes), Adam 1e-3 halved every 2,000 batches.
+
+All train on rotated copies of the background alphabets (x4 classes) and
 evaluate with `transductive_eval=True`, as the papers do.
 
 Example:
@@ -38,6 +44,12 @@ from metakeras.tasks.task_sampler import TaskSampler
 __all__ = ["Preset", "available", "get"]
 
 ROTATIONS = (0, 90, 180, 270)
+# The algorithms that pretrain on all base classes, and their batches: one
+# episode of 64 classes with 2 examples each, read as 128 labelled examples.
+_PRETRAINED = [name for name in registry.available() if registry.get(name).pretrains]
+_PRETRAINING_BATCHES = dict(
+    ways=64, shots=1, queries=1, meta_batch_size=1, rotations=ROTATIONS
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +207,15 @@ _PRESETS = {
             inner=dict(inner_steps=1, inner_learning_rate=0.4),
             zero_head=True,
         ),
+        *(
+            Preset(
+                name=f"{algorithm}-omniglot",
+                algorithm=algorithm,
+                episodes=_PRETRAINING_BATCHES,
+                halve_every=2000,
+            )
+            for algorithm in _PRETRAINED
+        ),
     )
 }
 
@@ -207,8 +228,8 @@ def available():
 
     Example:
 
-    >>> available()
-    ('protonet-omniglot', 'maml-omniglot')
+    >>> available()[:3]
+    ('protonet-omniglot', 'maml-omniglot', 'baseline-omniglot')
     """
     return tuple(_PRESETS)
 
