@@ -162,6 +162,18 @@ class Pretrained(MetaModel):
                 name="head_scale",
             )
 
+    @classmethod
+    def _fixed_head(cls, head, kwargs):
+        """`kwargs` with the subclass's `head`; refuses another one."""
+        given = kwargs.get("head", head)
+        if given != head:
+            raise ValueError(
+                f"{cls.__name__}'s pretraining head is {head!r} (received "
+                f"head={given!r}); BaselinePlusPlus has the cosine head, "
+                "Baseline and SimpleShot the linear one."
+            )
+        return {**kwargs, "head": head}
+
     def _head_scale(self):
         return float(self.scale or cosine_scale(self.num_classes))
 
@@ -276,6 +288,16 @@ class Pretrained(MetaModel):
             return super().train_step((x[None], y[None], x[None], y[None]))
         finally:
             self._pretraining = False
+
+    def _replays_graphs(self):
+        runner = self._graph_runner
+        if runner is not None and runner.reason is None:
+            # The graph runner replays episode steps; this step is not one.
+            runner._fall_back(
+                "its pretraining step is an ordinary supervised step, not "
+                "recorded as a CUDA graph"
+            )
+        return False
 
     def _labelled_batch(self, data):
         """`(x, y)` tensors of a training batch, y the base-class labels."""

@@ -219,7 +219,7 @@ class Baseline(Pretrained):
         finetune=False,
         **kwargs,
     ):
-        kwargs["head"] = self._HEAD
+        kwargs = self._fixed_head(self._HEAD, kwargs)
         super().__init__(learner, num_classes=num_classes, **kwargs)
         check_int("adapt_steps", adapt_steps, minimum=1, none=True)
         check_number("adapt_learning_rate", adapt_learning_rate, types=(int, float))

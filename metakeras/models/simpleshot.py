@@ -110,7 +110,7 @@ class SimpleShot(Pretrained):
     """
 
     def __init__(self, learner, num_classes=None, momentum=0.99, **kwargs):
-        kwargs["head"] = "linear"
+        kwargs = self._fixed_head("linear", kwargs)
         super().__init__(learner, num_classes=num_classes, **kwargs)
         check_number("momentum", momentum, positive=False, types=(int, float))
         if not 0 <= momentum < 1:

@@ -199,6 +199,8 @@ def test_errors_name_the_remedy():
         counted.train_on_batch(np.zeros((2, 8), "float32"), np.array([0, 7]))
     with pytest.raises(ValueError, match="`y` goes with arrays"):
         counted.fit(episodes, np.zeros(3), verbose=0)
+    with pytest.raises(ValueError, match="head is 'linear' .*head='cosine'"):
+        Baseline(embedding(), head="cosine")
     with pytest.raises(ValueError, match="num_classes=1"):
         Baseline(embedding(), num_classes=1)
     with pytest.raises(ValueError, match="adapt_batch_size=0"):
@@ -208,3 +210,12 @@ def test_errors_name_the_remedy():
         match="`steps` must be None or a positive integer. Received: steps=0",
     ):
         counted.adapt(np.zeros((2, 8), "float32"), np.array([0, 1]), steps=0)
+
+
+def test_jit_compile_warns_and_trains_eagerly():
+    x, y = labelled_classes()
+    model = Baseline(embedding())
+    model.compile("adam", LOSS, jit_compile=True)
+    with pytest.warns(UserWarning, match="Baseline trains eagerly because its"):
+        history = model.fit(x, y, batch_size=64, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
