@@ -21,6 +21,9 @@ from metakeras.models.protonet import _class_means, _EmbeddingClassifier
 _MOMENTUM = 0.9
 _DAMPENING = 0.9
 _EPOCHS = 100
+# Larger support sets (the estimators adapt to whole training sets) take
+# larger batches, so that one pass is at most this many steps.
+_MAX_STEPS_PER_PASS = 10
 
 
 def fit_head(
@@ -41,7 +44,8 @@ def fit_head(
     a new head is trained on each task's support embeddings with the
     cross-entropy, by SGD with momentum 0.9 (dampening 0.9) and weight decay
     on mini-batches of a fresh permutation of the support set every pass, as
-    in Chen et al.'s code. Many tasks are fitted at once (their heads are
+    in Chen et al.'s code (for support sets of up to 10 batches: a larger set
+    takes larger batches, 10 per pass, which bounds the cost). Many tasks are fitted at once (their heads are
     independent). The linear head starts at zero; the cosine head starts at
     the class means of the support embeddings, so the result depends only on
     the seed of the mini-batch order.
@@ -54,9 +58,11 @@ def fit_head(
         scale: the cosine head's scale. Defaults to `2.0` (Chen et al.'s
             scale for up to 200 classes).
         steps: gradient steps, or `None` for 100 passes over the support set
-            (`100 * ceil(n / batch_size)` steps). Defaults to `None`.
+            (`100 * ceil(n / batch_size)` steps, at most 1,000). Defaults to
+            `None`.
         learning_rate: the SGD step size. Defaults to `0.01`.
-        batch_size: support examples per step. Defaults to `4`.
+        batch_size: support examples per step, at least; more when one pass
+            would take over 10 steps. Defaults to `4`.
         weight_decay: L2 penalty added to the gradient. Defaults to `1e-3`.
         seed: seed of the mini-batch order. Defaults to `0`.
 
@@ -122,6 +128,7 @@ def _batches(tasks, examples, steps, batch_size, seed, device):
     Every task takes the same positions, so a task is fitted alike alone
     (`adapt`) or among others (`adapt_and_predict`).
     """
+    batch_size = max(batch_size, math.ceil(examples / _MAX_STEPS_PER_PASS))
     per_pass = math.ceil(examples / batch_size)
     steps = _EPOCHS * per_pass if steps is None else steps
     rng = np.random.default_rng(seed)
@@ -172,7 +179,8 @@ class Baseline(Pretrained):
     new task (`adapt`, `adapt_and_predict`, `evaluate`,
     `evaluate_episodes`) the embedding is frozen and a new linear head is
     trained on the support embeddings (`fit_head`: SGD, 100 passes of
-    mini-batches of 4, as in the paper); with `finetune=True` the embedding
+    mini-batches of 4, as in the paper, larger batches for support sets of
+    over 40 examples); with `finetune=True` the embedding
     is trained along with it, per task. BatchNormalization: the support and
     query sets are embedded with the moving statistics, or with each set's
     own batch statistics under `transductive_eval=True`.
@@ -188,7 +196,8 @@ class Baseline(Pretrained):
             `adapt_batch_size`. Defaults to `None`.
         adapt_learning_rate: the SGD step size of that fit. Defaults to
             `0.01` (the paper's).
-        adapt_batch_size: support examples per step. Defaults to `4`.
+        adapt_batch_size: support examples per step (more for support sets
+            of over 10 batches, as `fit_head` says). Defaults to `4`.
         finetune: also train the embedding on each task's support set
             (slower: every step runs the learner). Defaults to `False`.
         transductive_eval: embed each support and query set with its own

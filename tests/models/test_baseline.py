@@ -93,6 +93,12 @@ def test_fit_head_defaults_to_100_passes_of_batches_of_4_and_separates_classes()
     assert not torch.equal(weights, longer[0])
     predicted = head_logits(support, weights, bias).argmax(-1)
     assert predicted.tolist() == labels.tolist()
+    # A large support set takes batches of a tenth of it: 1,000 steps.
+    many, classes = support.repeat(20, 1), labels.repeat(20)
+    np.testing.assert_array_equal(
+        fit_head(many, classes, 3, steps=1000, batch_size=12)[0],
+        fit_head(many, classes, 3)[0],
+    )
 
 
 def test_pretraining_on_episodes_trains_on_their_base_classes():
