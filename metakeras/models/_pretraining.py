@@ -21,8 +21,8 @@ from metakeras.models._checks import to_tensor
 from metakeras.models._cloning import learner_with_weights
 from metakeras.models.meta_model import MetaModel
 from metakeras.models.protonet import (
-    checked_support_set,
-    episode_ways,
+    _checked_support_set,
+    _episode_ways,
     prototype_logits,
 )
 from metakeras.tasks.episode import EPISODE_KEYS, unpack_episode
@@ -330,7 +330,7 @@ class Pretrained(MetaModel):
 
     def _episode_checks(self, support_x, support_y, query_y):
         if not self._pretraining:
-            episode_ways(support_y, type(self).__name__, query_y)
+            _episode_ways(support_y, type(self).__name__, query_y)
 
     def _task_forward(
         self, weights, state, support_x, support_y, query_x, training, context
@@ -367,7 +367,7 @@ class Pretrained(MetaModel):
             return super()._episode_forward(
                 support_x, support_y, query_x, training, steps
             )
-        ways = episode_ways(support_y, type(self).__name__)
+        ways = _episode_ways(support_y, type(self).__name__)
         weights = [v.value.detach() for v in self.learner.trainable_variables]
         state = [v.value.detach() for v in self.learner.non_trainable_variables]
         mode = self.transductive_eval
@@ -420,10 +420,10 @@ class Pretrained(MetaModel):
             The task's classifier, a `keras.Model` whose `predict` returns
             `(n, N)` logits.
         """
-        support_x, support_y, transductive = checked_support_set(
+        support_x, support_y, transductive = _checked_support_set(
             self, support_x, support_y, transductive
         )
-        ways = episode_ways(support_y[None], type(self).__name__)
+        ways = _episode_ways(support_y[None], type(self).__name__)
         weights = [v.value.detach() for v in self.learner.trainable_variables]
         state = [v.value.detach() for v in self.learner.non_trainable_variables]
         support = self._embed_tasks(weights, state, support_x[None], transductive)[0]

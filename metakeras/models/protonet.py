@@ -134,7 +134,7 @@ class ProtoNet(MetaModel):
         return {"ways": self._check_labels(support_y)}
 
     def _episode_checks(self, support_x, support_y, query_y):
-        ways = episode_ways(support_y, type(self).__name__, query_y)
+        ways = _episode_ways(support_y, type(self).__name__, query_y)
         self._checked_labels = (support_y, ways)
 
     def _graph_signature(self):
@@ -142,7 +142,7 @@ class ProtoNet(MetaModel):
 
     def _check_labels(self, support_y):
         """The number of classes of a meta-batch; every task must hold them all."""
-        return episode_ways(support_y, type(self).__name__)
+        return _episode_ways(support_y, type(self).__name__)
 
     def _task_forward(
         self, weights, state, support_x, support_y, query_x, training, context
@@ -199,7 +199,7 @@ class ProtoNet(MetaModel):
         Returns:
             `(embeddings, support_y, ways, embedding model, transductive)`.
         """
-        support_x, support_y, transductive = checked_support_set(
+        support_x, support_y, transductive = _checked_support_set(
             self, support_x, support_y, transductive
         )
         context = self._episode_context(support_x[None], support_y[None], steps)
@@ -356,7 +356,7 @@ class PrototypeClassifier(_EmbeddingClassifier):
         )
 
 
-def checked_support_set(model, support_x, support_y, transductive):
+def _checked_support_set(model, support_x, support_y, transductive):
     """One task's support set checked for an embedding model's `adapt`.
 
     Args:
@@ -385,7 +385,7 @@ def checked_support_set(model, support_x, support_y, transductive):
     return support_x, support_y, transductive
 
 
-def episode_ways(support_y, owner, query_y=None):
+def _episode_ways(support_y, owner, query_y=None):
     """The number of classes of episodes' labels, checked.
 
     Every task's support set must hold every label `0..ways-1`, at least
