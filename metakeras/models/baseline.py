@@ -200,9 +200,9 @@ class Baseline(Pretrained):
             of over 10 batches, as `fit_head` says). Defaults to `4`.
         finetune: also train the embedding on each task's support set
             (slower: every step runs the learner). Defaults to `False`.
-        transductive_eval: embed each support and query set with its own
-            batch statistics at evaluation. Defaults to `False`.
-        **kwargs: `vectorize_tasks` (used by the pretraining step only) and
+        **kwargs: `transductive_eval` (embed each support and query set with
+            its own batch statistics at evaluation; default `False`),
+            `vectorize_tasks` (used by the pretraining step only) and
             `keras.Model` arguments.
 
     Example:
