@@ -7,7 +7,10 @@ meta-gradient, and either a loop over the tasks of a meta-batch (one backward
 pass per task, gradients accumulated in `.grad`) or all tasks at once under
 `torch.func.vmap` (the functorch MAML recipe: `torch.func.grad` for the inner
 steps, BatchNormalization without running statistics, as
-`torch.func.replace_all_batch_norm_modules_` makes it).
+`torch.func.replace_all_batch_norm_modules_` makes it). The pretrained
+baselines (Baseline, Baseline++, SimpleShot) train as ordinary classifiers:
+their step is a supervised batch through conv4 and a linear or cosine head
+over all base classes (`pretraining_step_function`).
 
 Imported by `_throughput_worker.py` and `operators.py`; only PyTorch and
 NumPy are needed, so the learn2learn environment can import it too.
@@ -42,9 +45,62 @@ def modules(config):
     for _ in range(4):
         size //= 2
     blocks.append(nn.Flatten())
-    if config["algorithm"] != "protonet":
-        blocks.append(nn.Linear(filters * size * size, config["ways"]))
+    width = filters * size * size
+    if config["algorithm"] in PRETRAINED:
+        classes = config["classes"]
+        if config["algorithm"] == "baselinepp":
+            blocks.append(CosineHead(width, classes, scale=10.0))
+        else:
+            blocks.append(nn.Linear(width, classes))
+    elif config["algorithm"] != "protonet":
+        blocks.append(nn.Linear(width, config["ways"]))
     return nn.Sequential(*blocks), nn.functional.cross_entropy
+
+
+# The algorithms whose training step is a supervised batch of base classes.
+PRETRAINED = ("baseline", "baselinepp", "simpleshot")
+
+
+class CosineHead(nn.Module):
+    """Baseline++'s head: the scaled cosine similarity to one vector per class."""
+
+    def __init__(self, width, classes, scale):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(classes, width))
+        nn.init.xavier_uniform_(self.weight)
+        self.scale = scale
+
+    def forward(self, x):
+        x = nn.functional.normalize(x, dim=1, eps=1e-8)
+        return self.scale * x @ nn.functional.normalize(self.weight, dim=1).T
+
+
+def pretraining_step_function(config, device="cpu"):
+    """A function `step((x, y))`: one supervised step on a batch of base classes.
+
+    What Baseline, Baseline++ and SimpleShot train on: conv4 with a head over
+    every base class, the cross-entropy, Adam; for SimpleShot also the
+    running mean of the embeddings (the centre of its CL2N features).
+    """
+    net, loss_fn = modules(config)
+    net = net.to(device).train()
+    body, head = net[:-1], net[-1]
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    mean = torch.zeros(head.weight.shape[1], device=device)
+    seen = [0]
+
+    def step(batch):
+        x, y = (torch.from_numpy(np.asarray(a)).to(device) for a in batch)
+        optimizer.zero_grad()
+        embeddings = body(x)
+        loss_fn(head(embeddings), y).backward()
+        optimizer.step()
+        if config["algorithm"] == "simpleshot":
+            seen[0] += 1
+            weight = max(1 / seen[0], 0.01)
+            mean.add_(weight * (embeddings.detach().mean(0) - mean))
+
+    return step
 
 
 def prototype_logits(support, support_y, query, ways):

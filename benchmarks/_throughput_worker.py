@@ -21,6 +21,9 @@ import warnings
 
 import numpy as np
 
+# Algorithms whose training step is a supervised batch of base classes (the
+# pretrained baselines); their reference is `pretraining_step_function`.
+PRETRAINED = ("baseline", "baselinepp", "simpleshot")
 IMPLEMENTATIONS = (
     "metakeras",
     "metakeras-loop",
@@ -49,6 +52,11 @@ def _episode(config, rng):
         y = (amplitude * np.sin(x)).astype("float32")
         return x[:, :k], y[:, :k], x[:, k:], y[:, k:]
     shape = (config.get("channels", 1), config["image_size"], config["image_size"])
+    if config["algorithm"] in PRETRAINED:
+        # A pretraining batch: the examples of an episode, base-class labels.
+        size = t * n * (k + q)
+        x = rng.random((size, *shape), dtype="float32")
+        return x, rng.integers(0, config["classes"], size)
     sx = rng.random((t, n * k, *shape), dtype="float32")
     qx = rng.random((t, n * q, *shape), dtype="float32")
     sy = np.tile(np.repeat(np.arange(n), k), (t, 1))
@@ -68,13 +76,23 @@ def _metakeras_step(config, vectorize, jit_compile=False):
         learner, loss = sinusoid_learner(), "mse"
     else:
         size = config["image_size"]
-        outputs = None if config["algorithm"] == "protonet" else config["ways"]
+        embedding = config["algorithm"] != "maml"
+        outputs = None if embedding else config["ways"]
         learner = metakeras.models.conv4(
             input_shape=(config.get("channels", 1), size, size),
             outputs=outputs,
             filters=config.get("filters", 64),
         )
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if config["algorithm"] in PRETRAINED:
+        model = metakeras.models.get(config["algorithm"]).create(
+            learner,
+            "classification",
+            num_classes=config["classes"],
+            vectorize_tasks=vectorize,
+        )
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+        return lambda batch: model.train_on_batch(*batch)
     if config["algorithm"] == "protonet":
         model = metakeras.ProtoNet(learner, vectorize_tasks=vectorize)
     elif config["algorithm"] == "imaml":
@@ -144,6 +162,10 @@ def _step(impl, config):
         return _metakeras_step(config, vectorize=True)
     if impl == "metakeras-graph":
         return _metakeras_step(config, vectorize="auto", jit_compile=True)
+    if impl == "torch" and config["algorithm"] in PRETRAINED:
+        from _reference import pretraining_step_function
+
+        return pretraining_step_function(config, config["device"])
     if impl in ("torch", "torch-vmap"):
         from _reference import step_function
 

@@ -4,10 +4,13 @@ Every (implementation, configuration) pair runs in a fresh subprocess, one
 after another, so that peak memory is its own and the runs do not compete
 for the 2 cores. Implementations:
 
-- `metakeras`: `MAML`/`ProtoNet` `train_on_batch`, tasks one after another;
+- `metakeras`: `MAML`/`ProtoNet` `train_on_batch`, tasks one after another
+  (`Baseline`, `BaselinePlusPlus`, `SimpleShot`: their pretraining step,
+  `train_on_batch(x, y)` on a batch of base classes);
 - `metakeras-vmap`: the same with `vectorize_tasks=True`;
 - `torch`: a plain PyTorch reference (`torch.func.functional_call` over an
-  `nn.Module`, same network, same math, Adam);
+  `nn.Module`, same network, same math, Adam; for the pretrained baselines
+  an ordinary `nn.Module` classifier step);
 - `learn2learn`: learn2learn 0.2.0's `MAML` wrapper, run with the Python of
   the peers virtual environment (`../shared/peers/setup.sh`), if present.
 
@@ -45,6 +48,7 @@ import sys
 
 import _machine  # noqa: E402  (benchmarks/, the script's folder)
 import pandas as pd
+from _throughput_worker import PRETRAINED
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -71,6 +75,19 @@ CONFIGS = {
     "maml2 5w1s mb4 1step": {"meta_batch": 4},
     "maml2 5w1s mb32 1step": {"meta_batch": 32},
     "protonet 5w1s mb16": {"algorithm": "protonet"},
+    # The pretrained baselines' step: a batch of 128 examples (64 classes x
+    # 2) through conv4 and a head over 3,856 base classes (Omniglot x4
+    # rotations); "tasks" per second are batches per second.
+    **{
+        f"{name} pretraining 128 of 3856 classes": {
+            "algorithm": name,
+            "ways": 64,
+            "queries": 1,
+            "meta_batch": 1,
+            "classes": 3856,
+        }
+        for name in PRETRAINED
+    },
     "sinusoid mlp k10 mb25": {
         "learner": "mlp",
         "shots": 10,
@@ -225,6 +242,9 @@ def main(argv=None):
         }
         impls = ["metakeras"] + ([] if args.no_vmap else ["metakeras-vmap"])
         impls += ["torch"] + (["learn2learn"] if peers else [])
+        if config["algorithm"] in PRETRAINED:
+            # One batch, no tasks to vectorise; learn2learn has no such step.
+            impls = ["metakeras", "torch"]
         impls = [impl for impl in impls if not args.impls or impl in args.impls]
         for round_ in range(args.rounds):
             for impl in impls:

@@ -22,6 +22,8 @@ from metakeras.models import (  # noqa: E402
     IMAML,
     MAML,
     R2D2,
+    Baseline,
+    BaselinePlusPlus,
     MAMLPlusPlus,
     MatchingNet,
     MetaModel,
@@ -29,6 +31,7 @@ from metakeras.models import (  # noqa: E402
     ProtoNet,
     RelationNet,
     Reptile,
+    SimpleShot,
 )
 
 __version__ = "0.1.0"
@@ -36,6 +39,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ANIL",
     "IMAML",
+    "Baseline",
+    "BaselinePlusPlus",
     "MAML",
     "MAMLPlusPlus",
     "InnerLoop",
@@ -46,6 +51,7 @@ __all__ = [
     "R2D2",
     "RelationNet",
     "Reptile",
+    "SimpleShot",
     "initializers",
     "layers",
     "models",

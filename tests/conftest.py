@@ -85,6 +85,32 @@ def classification_episodes(tasks=4, ways=3, shots=2, queries=3, features=4, see
     return {"support_x": sx, "support_y": sy, "query_x": qx, "query_y": qy}
 
 
+def labelled_classes(classes=12, per_class=20, features=8, seed=0):
+    """`(x, y)`: separable Gaussian classes `0..classes-1`, float32 features."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, features)) * 3
+    y = np.repeat(np.arange(classes), per_class)
+    x = centres[y] + rng.normal(size=(len(y), features))
+    return x.astype("float32"), y
+
+
+def assert_adapts_alike_after_saving(model, classifier, episode, task, folder):
+    """`model` and `classifier` (its `adapt` on task `task` of `episode`) agree,
+    also after a `.keras` round trip each; returns the reloaded model.
+    """
+    sx, sy, qx = (episode[key] for key in ("support_x", "support_y", "query_x"))
+    logits = model.adapt_and_predict(sx, sy, qx)
+    predicted = classifier.predict(qx[task], verbose=0)
+    np.testing.assert_allclose(predicted, logits[task], rtol=1e-5, atol=1e-5)
+    model.save(folder / "model.keras")
+    restored = keras.models.load_model(folder / "model.keras")
+    np.testing.assert_array_equal(restored.adapt_and_predict(sx, sy, qx), logits)
+    classifier.save(folder / "classifier.keras")
+    loaded = keras.models.load_model(folder / "classifier.keras")
+    np.testing.assert_array_equal(loaded.predict(qx[task], verbose=0), predicted)
+    return restored
+
+
 def random_episodes(
     shape, tasks=2, ways=3, shots=2, queries=2, seed=0, uniform=False, grouped=False
 ):

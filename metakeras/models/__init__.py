@@ -6,7 +6,14 @@ reproduce the README's results in `metakeras.models.presets`.
 """
 
 from metakeras.models import presets, registry
+from metakeras.models._pretraining import head_logits
 from metakeras.models.anil import ANIL
+from metakeras.models.baseline import (
+    Baseline,
+    BaselinePlusPlus,
+    HeadClassifier,
+    fit_head,
+)
 from metakeras.models.conv4 import conv4
 from metakeras.models.imaml import IMAML
 from metakeras.models.maml import MAML
@@ -29,11 +36,20 @@ from metakeras.models.relation_net import (
 )
 from metakeras.models.reptile import Reptile
 from metakeras.models.resnet12 import resnet12
+from metakeras.models.simpleshot import (
+    SimpleShot,
+    SimpleShotClassifier,
+    cl2n,
+    simpleshot_logits,
+)
 
 __all__ = [
     "ANIL",
     "Algorithm",
     "IMAML",
+    "Baseline",
+    "BaselinePlusPlus",
+    "HeadClassifier",
     "MAML",
     "MAMLPlusPlus",
     "MatchingClassifier",
@@ -47,9 +63,14 @@ __all__ = [
     "RelationNet",
     "Reptile",
     "RidgeClassifier",
+    "SimpleShot",
+    "SimpleShotClassifier",
     "available",
+    "cl2n",
     "conv4",
+    "fit_head",
     "get",
+    "head_logits",
     "matching_logits",
     "multi_step_loss_weights",
     "presets",
@@ -59,4 +80,5 @@ __all__ = [
     "relation_module",
     "resnet12",
     "ridge_logits",
+    "simpleshot_logits",
 ]

@@ -22,7 +22,13 @@ the README's table is what they give.
   same episodes: ten inner steps at 0.1 on the proximal problem with
   `proximal_lambda=2`, five conjugate-gradient steps, the zeroing trick.
 
-Both train on rotated copies of the background alphabets (x4 classes) and
+- `"baseline-omniglot"`, `"baselinepp-omniglot"`, `"simpleshot-omniglot"`:
+  Baseline, Baseline++ and SimpleShot on conv4, pretrained as classifiers
+  of all 3,856 rotated background classes on batches of 128 examples (64
+  classes, 2 examples each: `TaskSampler` batches, whose `classes` name
+  the base classes), Adam 1e-3 halved every 2,000 batches.
+
+All train on rotated copies of the background alphabets (x4 classes) and
 evaluate with `transductive_eval=True`, as the papers do.
 
 Example:
@@ -50,6 +56,12 @@ ROTATIONS = (0, 90, 180, 270)
 # The MAML family's training episodes: 16 tasks of 5-way 1-shot 15-query.
 MAML_EPISODES = dict(
     ways=5, shots=1, queries=15, meta_batch_size=16, rotations=ROTATIONS
+)
+# The algorithms that pretrain on all base classes, and their batches: one
+# episode of 64 classes with 2 examples each, read as 128 labelled examples.
+_PRETRAINED = [name for name in registry.available() if registry.get(name).pretrains]
+_PRETRAINING_BATCHES = dict(
+    ways=64, shots=1, queries=1, meta_batch_size=1, rotations=ROTATIONS
 )
 
 
@@ -253,6 +265,15 @@ _PRESETS = {
             ),
             zero_head=True,
         ),
+        *(
+            Preset(
+                name=f"{algorithm}-omniglot",
+                algorithm=algorithm,
+                episodes=_PRETRAINING_BATCHES,
+                halve_every=2000,
+            )
+            for algorithm in _PRETRAINED
+        ),
     )
 }
 
@@ -265,7 +286,7 @@ def available():
 
     Example:
 
-    >>> available()
+    >>> available()[:4]
     ('protonet-omniglot', 'maml-omniglot', 'mamlpp-omniglot', 'imaml-omniglot')
     """
     return tuple(_PRESETS)

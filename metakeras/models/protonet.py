@@ -20,14 +20,14 @@ def prototype_logits(embeddings, prototypes, distance="euclidean", scale=1.0):
     """Class scores of embeddings against class prototypes.
 
     Args:
-        embeddings: `(n, d)` tensor.
-        prototypes: `(ways, d)` tensor.
+        embeddings: `(n, d)` tensor, or `(tasks, n, d)`.
+        prototypes: `(ways, d)` tensor, or `(tasks, ways, d)`.
         distance: `"euclidean"` (negative squared distance, as in the paper)
             or `"cosine"` (cosine similarity). Defaults to `"euclidean"`.
         scale: multiplier of the scores (a temperature). Defaults to `1.0`.
 
     Returns:
-        `(n, ways)` logits.
+        `(n, ways)` logits (`(tasks, n, ways)` with a task axis).
 
     Example:
 
@@ -37,11 +37,11 @@ def prototype_logits(embeddings, prototypes, distance="euclidean", scale=1.0):
     (3, 2)
     """
     if distance == "euclidean":
-        diff = embeddings[:, None, :] - prototypes[None, :, :]
+        diff = embeddings[..., :, None, :] - prototypes[..., None, :, :]
         return -scale * (diff**2).sum(-1)
     e = embeddings / (embeddings.norm(dim=-1, keepdim=True) + 1e-8)
     p = prototypes / (prototypes.norm(dim=-1, keepdim=True) + 1e-8)
-    return scale * e @ p.T
+    return scale * e @ p.transpose(-2, -1)
 
 
 @keras.saving.register_keras_serializable(package="metakeras")
@@ -140,19 +140,7 @@ class ProtoNet(MetaModel):
         return {"ways": self._check_labels(support_y)}
 
     def _episode_checks(self, support_x, support_y, query_y):
-        ways = self._check_labels(support_y)
-        if query_y.is_floating_point():
-            raise ValueError(
-                "ProtoNet needs integer class labels in `query_y`; received dtype "
-                f"{query_y.dtype}."
-            )
-        low, high = int(query_y.min()), int(query_y.max())
-        if low < 0 or high >= ways:
-            raise ValueError(
-                f"`query_y` holds labels in [{low}, {high}], but the support sets "
-                f"hold {ways} classes: query labels must lie in [0, {ways - 1}] "
-                "(the support set's classes, remapped per episode)."
-            )
+        ways = _episode_ways(support_y, type(self).__name__, query_y)
         self._checked_labels = (support_y, ways)
 
     def _graph_signature(self):
@@ -160,27 +148,7 @@ class ProtoNet(MetaModel):
 
     def _check_labels(self, support_y):
         """The number of classes of a meta-batch; every task must hold them all."""
-        if support_y.is_floating_point():
-            raise ValueError(
-                "ProtoNet needs integer class labels in `support_y`; received "
-                f"dtype {support_y.dtype}."
-            )
-        ways = int(support_y.max()) + 1
-        if ways < 2:
-            raise ValueError(
-                "ProtoNet needs at least 2 classes per episode; `support_y` holds "
-                "only label 0 (1-way episodes: every query would be trivially right "
-                "and the loss 0, so nothing is learned)."
-            )
-        counts = torch.stack(
-            [(support_y == c).sum(dim=-1) for c in range(ways)], dim=-1
-        )
-        if bool((counts == 0).any()):
-            raise ValueError(
-                f"Every task's `support_y` must hold every label 0..{ways - 1}; "
-                "some task is missing a class (labels must be remapped per episode)."
-            )
-        return ways
+        return _episode_ways(support_y, type(self).__name__)
 
     def _task_forward(
         self, weights, state, support_x, support_y, query_x, training, context
@@ -242,15 +210,9 @@ class ProtoNet(MetaModel):
         Returns:
             `(embeddings, support_y, ways, embedding model, transductive)`.
         """
-        if transductive is None:
-            transductive = self.transductive_eval
-        check_flag("transductive", transductive, echo_name=False)
-        support_x, support_y = self._check_single_task(support_x, support_y)
-        if support_y.ndim != 1:
-            raise ValueError(
-                "`support_y` must be a 1-D array of integer labels; received "
-                f"shape {tuple(support_y.shape)}."
-            )
+        support_x, support_y, transductive = _checked_support_set(
+            self, support_x, support_y, transductive
+        )
         context = self._episode_context(support_x[None], support_y[None], steps)
         weights = [v.value.detach() for v in self.learner.trainable_variables]
         state = [v.value.detach() for v in self.learner.non_trainable_variables]
@@ -405,9 +367,88 @@ class PrototypeClassifier(_EmbeddingClassifier):
         )
 
 
+def _checked_support_set(model, support_x, support_y, transductive):
+    """One task's support set checked for an embedding model's `adapt`.
+
+    Args:
+        model: the `MetaModel` (ProtoNet, Baseline, ...) that adapts.
+        support_x: the task's inputs `(examples, *features)`.
+        support_y: their integer labels `(examples,)`.
+        transductive: the `transductive` argument of `adapt`, `None` for
+            the model's `transductive_eval`.
+
+    Returns:
+        `(support_x, support_y, transductive)`, the sets as tensors.
+
+    Raises:
+        ValueError: for a malformed set, labels that are not 1-D or a
+            `transductive` that is not a bool.
+    """
+    if transductive is None:
+        transductive = model.transductive_eval
+    check_flag("transductive", transductive, echo_name=False)
+    support_x, support_y = model._check_single_task(support_x, support_y)
+    if support_y.ndim != 1:
+        raise ValueError(
+            "`support_y` must be a 1-D array of integer labels; received "
+            f"shape {tuple(support_y.shape)}."
+        )
+    return support_x, support_y, transductive
+
+
+def _episode_ways(support_y, owner, query_y=None):
+    """The number of classes of episodes' labels, checked.
+
+    Every task's support set must hold every label `0..ways-1`, at least
+    two, and the query labels must lie in that range.
+
+    Args:
+        support_y: integer labels `(tasks, examples)`.
+        owner: the model's name, for the messages.
+        query_y: the query labels `(tasks, examples)`, or `None` (not
+            checked). Defaults to `None`.
+
+    Returns:
+        `ways`, an int.
+
+    Raises:
+        ValueError: for floating labels, one class, a task missing a class,
+            or query labels out of range.
+    """
+    for name, labels in (("support_y", support_y), ("query_y", query_y)):
+        if labels is not None and labels.is_floating_point():
+            raise ValueError(
+                f"{owner} needs integer class labels in `{name}`; received "
+                f"dtype {labels.dtype}."
+            )
+    ways = int(support_y.max()) + 1
+    if ways < 2:
+        raise ValueError(
+            f"{owner} needs at least 2 classes per episode; `support_y` holds "
+            "only label 0 (1-way episodes: every query would be trivially right "
+            "and the loss 0, so nothing is learned)."
+        )
+    counts = torch.stack([(support_y == c).sum(dim=-1) for c in range(ways)], dim=-1)
+    if bool((counts == 0).any()):
+        raise ValueError(
+            f"Every task's `support_y` must hold every label 0..{ways - 1}; "
+            "some task is missing a class (labels must be remapped per episode)."
+        )
+    if query_y is not None:
+        low, high = int(query_y.min()), int(query_y.max())
+        if low < 0 or high >= ways:
+            raise ValueError(
+                f"`query_y` holds labels in [{low}, {high}], but the support sets "
+                f"hold {ways} classes: query labels must lie in [0, {ways - 1}] "
+                "(the support set's classes, remapped per episode)."
+            )
+    return ways
+
+
 def _class_means(embeddings, labels, ways):
+    """Mean embedding per class, `(..., ways, d)`; leading task axes allowed."""
     # Comparison with arange (not one_hot) so that it works under vmap.
-    onehot = (labels[:, None] == torch.arange(ways, device=labels.device)).to(
+    onehot = (labels[..., None] == torch.arange(ways, device=labels.device)).to(
         embeddings.dtype
     )
-    return (onehot.T @ embeddings) / onehot.sum(0)[:, None]
+    return (onehot.transpose(-2, -1) @ embeddings) / onehot.sum(-2)[..., None]

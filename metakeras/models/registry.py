@@ -14,21 +14,21 @@ their defaults for a task type (`"classification"` or `"regression"`), and
 Defaults, per algorithm (`-`: the setting does not apply; the command line
 refuses it, the estimators ignore it):
 
-| setting | maml | fomaml | metasgd | anil | reptile | mamlpp | imaml | protonet | matchingnet | r2d2 | relationnet |
-|---|---|---|---|---|---|---|---|---|---|---|---|
-| `inner_steps` | 1 | 1 | 1 | 1 | 5 | 5 | 10 | - | - | - | - |
-| `inner_learning_rate` | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.1 / 0.01 | 0.1 / 0.01 | - | - | - | - |
-| `first_order` | False | True (fixed) | False | False | True (fixed) | False | - | - | - | - | - |
-| `inner_batch_size` | None | None | None | None | None | None | None | - | - | - | - |
-| `inner_shuffle` | True | True | True | True | True | True | True | - | - | - | - |
-| `inner_clipnorm` | None | None | None | None | None | None | None | - | - | - | - |
-| `inner_global_clipnorm` | None | None | None | None | None | None | None | - | - | - | - |
-| `inner_optimizer` | None | None | None | None | None | None | None | - | - | - | - |
-| `per_step_bn_statistics` | False | False | False | False | - | None | - | - | - | - | - |
-| `proximal_lambda` | - | - | - | - | - | - | 1.0 | - | - | - | - |
-| `cg_steps` | - | - | - | - | - | - | 5 | - | - | - | - |
-| `transductive_eval` | False | False | False | False | False | False | False | False | False | False | False |
-| `zero_head` | False | False | False | False | False | False | False | - | - | - | - |
+| setting | maml | fomaml | metasgd | anil | reptile | mamlpp | imaml | protonet | matchingnet | r2d2 | relationnet | baseline | baselinepp | simpleshot |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| `inner_steps` | 1 | 1 | 1 | 1 | 5 | 5 | 10 | - | - | - | - | - | - | - |
+| `inner_learning_rate` | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.4 / 0.01 | 0.1 / 0.01 | 0.1 / 0.01 | - | - | - | - | - | - | - |
+| `first_order` | False | True (fixed) | False | False | True (fixed) | False | - | - | - | - | - | - | - | - |
+| `inner_batch_size` | None | None | None | None | None | None | None | - | - | - | - | - | - | - |
+| `inner_shuffle` | True | True | True | True | True | True | True | - | - | - | - | - | - | - |
+| `inner_clipnorm` | None | None | None | None | None | None | None | - | - | - | - | - | - | - |
+| `inner_global_clipnorm` | None | None | None | None | None | None | None | - | - | - | - | - | - | - |
+| `inner_optimizer` | None | None | None | None | None | None | None | - | - | - | - | - | - | - |
+| `per_step_bn_statistics` | False | False | False | False | - | None | - | - | - | - | - | - | - | - |
+| `proximal_lambda` | - | - | - | - | - | - | 1.0 | - | - | - | - | - | - | - |
+| `cg_steps` | - | - | - | - | - | - | 5 | - | - | - | - | - | - | - |
+| `transductive_eval` | False | False | False | False | False | False | False | False | False | False | False | False | False | False |
+| `zero_head` | False | False | False | False | False | False | False | - | - | - | - | - | - | - |
 
 Why these values:
 
@@ -61,7 +61,9 @@ Why these values:
 import inspect
 
 from metakeras._checks import check_choice
+from metakeras.models._pretraining import Pretrained
 from metakeras.models.anil import ANIL
+from metakeras.models.baseline import Baseline, BaselinePlusPlus
 from metakeras.models.imaml import IMAML
 from metakeras.models.maml import MAML
 from metakeras.models.maml_plus_plus import MAMLPlusPlus
@@ -79,6 +81,7 @@ from metakeras.models.settings import (  # noqa: F401  (public through registry)
     Setting,
     get_setting,
 )
+from metakeras.models.simpleshot import SimpleShot
 
 
 class Algorithm:
@@ -126,7 +129,16 @@ class Algorithm:
     @property
     def head(self):
         """Whether its learner ends in a head (ProtoNet's is an embedding)."""
-        return not issubclass(self.cls, ProtoNet)
+        return not issubclass(self.cls, (ProtoNet, Pretrained))
+
+    @property
+    def pretrains(self):
+        """Whether it trains as a classifier of all base classes (Baseline).
+
+        Its task source must say which base class every episode label is
+        (`TaskSampler` batches carry `classes`).
+        """
+        return issubclass(self.cls, Pretrained)
 
     def default(self, setting, task):
         """The default of one setting for a task type.
@@ -377,6 +389,27 @@ _ALGORITHMS = {
             "relationnet",
             RelationNet,
             "a learned relation module scores each query against each class",
+            {"transductive_eval": False},
+            tasks=("classification",),
+        ),
+        Algorithm(
+            "baseline",
+            Baseline,
+            "pretrains on all base classes, fits a linear head per task",
+            {"transductive_eval": False},
+            tasks=("classification",),
+        ),
+        Algorithm(
+            "baselinepp",
+            BaselinePlusPlus,
+            "pretrains on all base classes, fits a cosine head per task",
+            {"transductive_eval": False},
+            tasks=("classification",),
+        ),
+        Algorithm(
+            "simpleshot",
+            SimpleShot,
+            "pretrains on all base classes, nearest centroid on CL2N features",
             {"transductive_eval": False},
             tasks=("classification",),
         ),

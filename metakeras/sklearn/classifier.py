@@ -42,7 +42,11 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
     fitting them on more classes than `ways`, or adapting to a larger task,
     raises a `ValueError` (use `ways` >= the number of classes, or
     protonet). Protonet classifies by distance to class-mean embeddings and
-    adapts to any number of classes.
+    adapts to any number of classes, as do the metric algorithms
+    (matchingnet, r2d2, relationnet) and the ones that pretrain the
+    embedding as a classifier of all the training classes (baseline,
+    baselinepp, simpleshot: every episode's rows are one batch labelled with
+    their classes).
 
     Algorithm settings. `inner_steps`, `inner_learning_rate`, `first_order`,
     `inner_batch_size`, `inner_shuffle`, `inner_clipnorm`,
@@ -57,7 +61,9 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
 
     Args:
         algorithm: a name of `metakeras.models.available()` (protonet,
-            maml, fomaml for first-order MAML, metasgd, anil, reptile), or a
+            maml, fomaml for first-order MAML, metasgd, anil, reptile,
+            matchingnet, r2d2, relationnet, baseline, baselinepp,
+            simpleshot), or a
             `metakeras.MetaModel` subclass (built as `cls(learner,
             **settings it accepts)`, with the defaults of the registered
             class it derives from). Defaults to `"protonet"`.
@@ -339,7 +345,9 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
             seed=seed,
             shuffle=True,
         )
-        return _ContractOnly(sampler), n_outputs, (classes, encoded)
+        # Algorithms that pretrain on all classes read each episode's `classes`.
+        source = sampler if self._algorithm().pretrains else _ContractOnly(sampler)
+        return source, n_outputs, (classes, encoded)
 
     def _adapt_to(self, X, targets):
         classes, encoded = targets

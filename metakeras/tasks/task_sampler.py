@@ -402,13 +402,7 @@ class TaskSampler(SeededTasks):
         return episode, indices, example_degrees
 
     def _gather(self, indices, degrees):
-        data = np.asarray(self.x[indices])
-        if data.dtype == np.uint8:
-            data = data.astype("float32") * np.float32(1 / 255)
-        else:
-            data = data.astype("float32", copy=False)
-        if data.ndim == 3:
-            data = data[:, None]
+        data = as_model_inputs(np.asarray(self.x[indices]))
         for angle in self.rotations:
             if angle == 0:
                 continue
@@ -439,6 +433,27 @@ class TaskSampler(SeededTasks):
                 )
             out[i] = result
         return out
+
+
+def as_model_inputs(data):
+    """Examples as the sampler hands them to a model.
+
+    uint8 values are scaled to `[0, 1]`, other dtypes cast to float32, and
+    `(n, H, W)` images get a channel axis (channels-first `(n, 1, H, W)`).
+
+    Args:
+        data: a NumPy array `(n, *features)`.
+
+    Returns:
+        A float32 NumPy array.
+    """
+    if data.dtype == np.uint8:
+        data = data.astype("float32") * np.float32(1 / 255)
+    else:
+        data = data.astype("float32", copy=False)
+    if data.ndim == 3:
+        data = data[:, None]
+    return data
 
 
 def _smallest(keys, count):

@@ -30,7 +30,11 @@ NAMES = (
     "matchingnet",
     "r2d2",
     "relationnet",
+    "baseline",
+    "baselinepp",
+    "simpleshot",
 )
+PRETRAINED = NAMES[-3:]
 
 
 # ------------------------------------------------------------- registry
@@ -39,7 +43,7 @@ NAMES = (
 def test_names_and_classes():
     assert metakeras.models.available() == NAMES
     assert registry.available("classification") == NAMES
-    assert registry.available("regression") == NAMES[:-4]
+    assert registry.available("regression") == NAMES[:5]
     classes = {name: metakeras.models.get(name).cls for name in NAMES}
     assert classes == {
         "maml": metakeras.MAML,
@@ -53,9 +57,14 @@ def test_names_and_classes():
         "matchingnet": metakeras.MatchingNet,
         "r2d2": metakeras.R2D2,
         "relationnet": metakeras.RelationNet,
+        "baseline": metakeras.Baseline,
+        "baselinepp": metakeras.BaselinePlusPlus,
+        "simpleshot": metakeras.SimpleShot,
     }
-    assert [n for n in NAMES if registry.get(n).inner_loop] == list(NAMES[:-4])
+    assert [n for n in NAMES if registry.get(n).inner_loop] == list(NAMES[:5])
     assert not registry.get("protonet").head and registry.get("anil").head
+    assert [n for n in NAMES if registry.get(n).pretrains] == list(PRETRAINED)
+    assert not any(registry.get(n).head for n in PRETRAINED)
     assert registry.get(registry.get("anil")) is registry.get("anil")
 
 
@@ -213,6 +222,25 @@ def test_every_inner_loop_option_is_a_setting_everywhere():
         assert setting.name in FIELDS
         assert setting.flag in flags
         assert f"`{setting.flag}`" in cli_doc
+
+
+@pytest.mark.parametrize("name", PRETRAINED)
+def test_pretrained_algorithms_reach_the_estimators_and_the_command(name):
+    # The estimator's episodes keep their `classes`, so these algorithms
+    # pretrain on the 6 training digits, then adapt to 3 unseen ones.
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    estimator = MetaClassifier(
+        algorithm=name, epochs=2, steps_per_epoch=5, random_state=0
+    ).fit(x[y < 6] / 16, y[y < 6])
+    assert estimator.model_.num_classes == 6
+    few = np.concatenate([np.flatnonzero(y == c)[:3] for c in (6, 7, 8)])
+    estimator.adapt(x[few] / 16, y[few])
+    rows = np.isin(y, (6, 7, 8))
+    assert estimator.score(x[rows] / 16, y[rows]) > 0.5
+    args = build_parser().parse_args(["train", "--algorithm", name])
+    assert args.algorithm == name
 
 
 def _name_lists(path):
