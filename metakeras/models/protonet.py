@@ -177,6 +177,7 @@ class ProtoNet(MetaModel):
                 returned classifier predicts, with its own batch statistics;
                 `False` uses the moving statistics for both. Defaults to
                 `None` (the model's `transductive_eval`).
+            **kwargs: `steps`, the deprecated name of `inner_steps`.
 
         Returns:
             The task's classifier, a `keras.Model` whose `predict` returns

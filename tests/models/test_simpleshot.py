@@ -83,6 +83,6 @@ def test_training_adapting_and_saving(tmp_path):
     restored = assert_adapts_alike_after_saving(model, classifier, test, 0, tmp_path)
     np.testing.assert_array_equal(restored.base_mean.numpy(), mean)
     with pytest.raises(ValueError, match="SimpleShot takes no gradient steps"):
-        model.adapt(sx[0], sy[0], steps=3)
+        model.adapt(sx[0], sy[0], inner_steps=3)
     with pytest.raises(ValueError, match=r"`momentum` must lie in \[0, 1\)"):
         SimpleShot(mlp(inputs=8), momentum=1.0)
