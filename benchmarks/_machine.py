@@ -4,7 +4,7 @@ Timings taken beside another busy process are meaningless: on 2 cores,
 PyTorch's default of one thread per core makes both processes wait for each
 other (20x slower was measured, see `threads.py`). Every benchmark calls
 `check_quiet` before it measures, which refuses to run while other processes
-keep the cores busy (unless `--allow-busy`), and `stamp`s its table with the
+keep the cores it needs busy (unless `--allow-busy`), and `stamp`s its table with the
 thread count and the load it saw, so every figure carries its conditions.
 """
 
@@ -54,10 +54,15 @@ def check_quiet(args):
         "busy_cores_before": round(busy, 2),
         "allow_busy": bool(getattr(args, "allow_busy", False)),
     }
-    if busy > BUSY_SHARE * cores and not state["allow_busy"]:
+    # The cores this run's threads need must be free: with one thread per
+    # core that is a quiet machine; a one-thread run may share 2 cores with
+    # one other one-thread process (threads.py: 5% slower, not 20x).
+    spare = cores * (1 + BUSY_SHARE) - state["torch_threads"]
+    if busy > spare and not state["allow_busy"]:
         raise SystemExit(
             f"the machine is busy: {busy:.1f} of {cores} cores were in use by other "
-            "processes in the last second. PyTorch's threads would compete with "
+            f"processes in the last second, and this run uses "
+            f"{state['torch_threads']} threads. PyTorch's threads would compete with "
             "them and the timings would mean little (up to 20x slower on 2 cores). "
             "Rerun when the machine is quiet, or pass --allow-busy to measure anyway "
             "(recorded in the CSV)."

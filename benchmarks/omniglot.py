@@ -7,7 +7,8 @@ the evaluation alphabets, reporting accuracy with its 95% CI. The data is
 read from `../shared/data/omniglot` (or `METAKERAS_DATA`, or downloaded).
 
 Settings (`--algorithm`):
-- `protonet`: conv4 embedding, `--train-ways` (60) way 1-shot
+- `protonet` (and `matchingnet`, `r2d2`, `relationnet` the same way):
+  conv4 embedding, `--train-ways` (60) way 1-shot
   `--train-queries` (2) query training episodes, Adam 1e-3 halved every
   1,000 episodes. 60-way 2-query costs what the plain-PyTorch floor's
   30-way 5-query episodes cost (180 images) and, with more classes per
@@ -15,7 +16,7 @@ Settings (`--algorithm`):
   60-way); `--train-ways 30 --train-queries 5` is the floor's recipe.
   Evaluated with moving BatchNorm statistics and, in a second row, with each
   episode's batch statistics (`transductive_eval=True`).
-- `fomaml`, `maml`, `anil`: conv4 + head, 5-way 1-shot 15-query, meta-batch
+- `maml`, `fomaml`, `metasgd`, `anil`: conv4 + head, 5-way 1-shot 15-query, meta-batch
   `--meta-batch`, one inner step at `--inner-lr` (0.4) in training,
   `--test-steps` (1) at test, Adam 1e-3. By default with the "zeroing
   trick" (`metakeras.callbacks.ZeroHead`; Kao et al., 2022): the head starts at zero
@@ -62,7 +63,7 @@ import pandas as pd  # noqa: E402
 from metakeras._io import atomic_path  # noqa: E402
 from metakeras.datasets import omniglot  # noqa: E402
 from metakeras.evaluation import evaluate_episodes  # noqa: E402
-from metakeras.models import presets  # noqa: E402
+from metakeras.models import presets, registry  # noqa: E402
 from metakeras.tasks import TaskSampler  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -86,23 +87,21 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-PRETRAINED = ["baseline", "baselinepp", "simpleshot"]
-MAML_FAMILY = ["maml", "fomaml", "anil", "mamlpp", "imaml"]
+ALGORITHMS = [name.removesuffix("-omniglot") for name in presets.available()]
 
 
 def preset_for(args):
     """The public preset behind a run (`metakeras.models.presets`), with the
     command line's overrides."""
-    if args.algorithm in PRETRAINED:
-        return presets.get(f"{args.algorithm}-omniglot")
-    if args.algorithm == "protonet":
-        preset = presets.get("protonet-omniglot")
+    preset = presets.get(f"{args.algorithm}-omniglot")
+    algorithm = registry.get(args.algorithm)
+    if algorithm.pretrains:
+        return preset
+    if not algorithm.inner_loop:
         episodes = dict(
             preset.episodes, ways=args.train_ways, queries=args.train_queries
         )
         return dataclasses.replace(preset, episodes=episodes)
-    name = "maml" if args.algorithm in ("fomaml", "anil") else args.algorithm
-    preset = presets.get(f"{name}-omniglot")
     inner = dict(preset.inner)
     if args.inner_lr is not None:
         inner["inner_learning_rate"] = args.inner_lr
@@ -111,7 +110,6 @@ def preset_for(args):
         changes["cosine_decay_steps"] = args.decay_steps
     return dataclasses.replace(
         preset,
-        algorithm=args.algorithm,
         episodes=dict(preset.episodes, meta_batch_size=args.meta_batch),
         inner=inner,
         zero_head=not args.no_zeroing,
@@ -124,15 +122,18 @@ def main(argv=None):
     parser.add_argument(
         "--algorithm",
         default="protonet",
-        choices=["protonet", *MAML_FAMILY, *PRETRAINED],
+        choices=ALGORITHMS,
     )
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--meta-batch", type=int, default=16)
     parser.add_argument(
-        "--train-ways", type=int, default=60, help="ProtoNet training episodes"
+        "--train-ways", type=int, default=60, help="metric learners' training episodes"
     )
     parser.add_argument(
-        "--train-queries", type=int, default=2, help="ProtoNet training episodes"
+        "--train-queries",
+        type=int,
+        default=2,
+        help="metric learners' training episodes",
     )
     parser.add_argument(
         "--inner-lr",
@@ -173,7 +174,7 @@ def main(argv=None):
     preset = preset_for(args)
     model = preset.model()
     train = preset.episodes
-    maml = args.algorithm in MAML_FAMILY
+    maml = registry.get(args.algorithm).inner_loop
     zeroing = preset.zero_head
     sampler = preset.train_tasks(x_bg, y_bg, steps=args.steps, seed=args.seed)
     budget = TimeBudget(args.minutes * 60)

@@ -8,10 +8,15 @@ the README's table is what they give.
 - `"protonet-omniglot"`: ProtoNet on conv4, trained on 60-way 1-shot
   2-query episodes (more classes per episode than at test time, as Snell et
   al. found best), Adam 1e-3 halved every 1,000 meta-batches.
+- `"matchingnet-omniglot"`, `"r2d2-omniglot"`, `"relationnet-omniglot"`:
+  the other metric learners on ProtoNet's episodes and schedule.
 - `"maml-omniglot"`: second-order MAML on conv4, one inner step at 0.4 on
   16 tasks of 5-way 1-shot 15-query, with the zeroing trick
   (`metakeras.callbacks.ZeroHead`), so the head of a trained model can be
   widened to any number of classes (`Preset.for_ways`).
+- `"fomaml-omniglot"`, `"metasgd-omniglot"`, `"anil-omniglot"`: first-order
+  MAML, Meta-SGD (per-weight rates starting at 0.4) and ANIL with MAML's
+  settings.
 - `"mamlpp-omniglot"`: MAML++ (`MAMLPlusPlus`, Antoniou et al., 2019) on the
   same episodes: five inner steps with learned per-step rates from 0.1,
   per-step BatchNormalization statistics, the multi-step loss over the first
@@ -60,6 +65,15 @@ MAML_EPISODES = dict(
 # The algorithms that pretrain on all base classes, and their batches: one
 # episode of 64 classes with 2 examples each, read as 128 labelled examples.
 _PRETRAINED = [name for name in registry.available() if registry.get(name).pretrains]
+# The episodic metric learners, trained on ProtoNet's episodes.
+_METRIC = [
+    name
+    for name in registry.available("classification")
+    if not (registry.get(name).inner_loop or registry.get(name).pretrains)
+]
+_METRIC_EPISODES = dict(
+    ways=60, shots=1, queries=2, meta_batch_size=1, rotations=ROTATIONS
+)
 _PRETRAINING_BATCHES = dict(
     ways=64, shots=1, queries=1, meta_batch_size=1, rotations=ROTATIONS
 )
@@ -211,33 +225,46 @@ class Preset:
             config.pop(key)
         wide = type(model)(learner, **config)
         # Learned per-step rates and per-step statistics (MAML++) do not
-        # depend on the head's width: carry them over.
-        for name in ("step_rates", "step_statistics"):
+        # depend on the head's width: carry them over. Meta-SGD's per-weight
+        # rates of the head do; every output column plays every class in
+        # training, so each new column gets their mean over the old ones.
+        for name in ("step_rates", "step_statistics", "inner_rates"):
             for source, target in zip(
                 getattr(model, name, []), getattr(wide, name, [])
             ):
-                target.assign(source)
+                target.assign(_widened(source, target.shape))
         wide.compile(loss=model.loss, metrics=["accuracy"])
         return wide
+
+
+def _widened(value, shape):
+    if tuple(value.shape) == tuple(shape):
+        return value
+    mean = keras.ops.mean(value, axis=-1, keepdims=True)
+    return keras.ops.broadcast_to(mean, shape)
 
 
 _PRESETS = {
     preset.name: preset
     for preset in (
-        Preset(
-            name="protonet-omniglot",
-            algorithm="protonet",
-            episodes=dict(
-                ways=60, shots=1, queries=2, meta_batch_size=1, rotations=ROTATIONS
-            ),
-            halve_every=1000,
+        *(
+            Preset(
+                name=f"{algorithm}-omniglot",
+                algorithm=algorithm,
+                episodes=_METRIC_EPISODES,
+                halve_every=1000,
+            )
+            for algorithm in _METRIC
         ),
-        Preset(
-            name="maml-omniglot",
-            algorithm="maml",
-            episodes=MAML_EPISODES,
-            inner=dict(inner_steps=1, inner_learning_rate=0.4),
-            zero_head=True,
+        *(
+            Preset(
+                name=f"{algorithm}-omniglot",
+                algorithm=algorithm,
+                episodes=MAML_EPISODES,
+                inner=dict(inner_steps=1, inner_learning_rate=0.4),
+                zero_head=True,
+            )
+            for algorithm in ("maml", "fomaml", "metasgd", "anil")
         ),
         Preset(
             name="mamlpp-omniglot",
@@ -286,8 +313,8 @@ def available():
 
     Example:
 
-    >>> available()[:4]
-    ('protonet-omniglot', 'maml-omniglot', 'mamlpp-omniglot', 'imaml-omniglot')
+    >>> available()[:2]
+    ('protonet-omniglot', 'matchingnet-omniglot')
     """
     return tuple(_PRESETS)
 

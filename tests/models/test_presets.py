@@ -94,3 +94,23 @@ def test_mamlpp_preset_anneals_its_rate_and_widening_keeps_what_it_learned():
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), b.numpy())
     imaml = presets.get("imaml-omniglot").model()
     assert (imaml.proximal_lambda, imaml.cg_steps, imaml.inner.steps) == (2.0, 5, 10)
+
+
+def test_metasgd_preset_widening_keeps_the_learned_rates():
+    preset = presets.get("metasgd-omniglot")
+    model = preset.model()
+    rng = np.random.default_rng(0)
+    for rate in model.inner_rates:
+        rate.assign(rng.random(rate.shape).astype("float32"))
+    wide = preset.for_ways(model, 20)
+    *body, kernel, bias = [keras.ops.convert_to_numpy(r) for r in model.inner_rates]
+    *wide_body, wide_kernel, wide_bias = [
+        keras.ops.convert_to_numpy(r) for r in wide.inner_rates
+    ]
+    for a, b in zip(body, wide_body, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert wide_kernel.shape == (kernel.shape[0], 20)
+    np.testing.assert_allclose(
+        wide_kernel, np.repeat(kernel.mean(-1, keepdims=True), 20, -1), rtol=1e-6
+    )
+    np.testing.assert_allclose(wide_bias, np.full(20, bias.mean()), rtol=1e-6)
