@@ -77,6 +77,22 @@ def stamp(table, state):
     return table
 
 
+def append(table, path, state):
+    """Stamps `table` with the machine state and appends it to the CSV `path`.
+
+    The earlier rows keep their own stamps; the file is replaced atomically.
+    """
+    import pandas as pd
+
+    from metakeras._io import atomic_path
+
+    stamp(table, state)
+    if os.path.exists(path):
+        table = pd.concat([pd.read_csv(path), table], ignore_index=True)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
 def _cpu_times():
     with open("/proc/stat") as f:
         fields = [float(v) for v in f.readline().split()[1:]]

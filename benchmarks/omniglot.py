@@ -60,7 +60,6 @@ import _machine  # noqa: E402  (benchmarks/, the script's folder)
 import keras  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from metakeras._io import atomic_path  # noqa: E402
 from metakeras.datasets import omniglot  # noqa: E402
 from metakeras.evaluation import evaluate_episodes  # noqa: E402
 from metakeras.models import presets, registry  # noqa: E402
@@ -235,12 +234,7 @@ def main(argv=None):
         )
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
-    path = os.path.join(HERE, "results", "omniglot.csv")
-    if os.path.exists(path):
-        table = pd.concat([pd.read_csv(path), table], ignore_index=True)
-    with atomic_path(path) as tmp:
-        _machine.stamp(table, machine)
-        table.to_csv(tmp, index=False)
+    _machine.append(table, os.path.join(HERE, "results", "omniglot.csv"), machine)
 
 
 if __name__ == "__main__":

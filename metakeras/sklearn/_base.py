@@ -188,9 +188,6 @@ class _MetaEstimatorBase(BaseEstimator):
     def _is_prototype_algorithm(self):
         return not self._algorithm().head
 
-    def _has_inner_loop(self):
-        return self._algorithm().inner_loop
-
     # ----------------------------------------------------------- building
 
     def _make_learner(self, n_features, n_outputs):
@@ -281,7 +278,12 @@ class _MetaEstimatorBase(BaseEstimator):
 
     def _fit(self, X, y, groups, epochs, warm):
         self._check_params()
-        continuing = warm and hasattr(self, "model_")
+        # A model that fell back to the raw rows has nothing to continue.
+        continuing = (
+            warm
+            and hasattr(self, "model_")
+            and getattr(self, "selected_", "meta-trained") == "meta-trained"
+        )
         X, y = validate_data(
             self,
             X,
@@ -293,8 +295,8 @@ class _MetaEstimatorBase(BaseEstimator):
         )
         X = np.ascontiguousarray(X, dtype=np.float32)
         seeds = _Seeds(self.random_state)
-        task_source, n_outputs, adapt_targets = self._prepare_fit(
-            X, y, groups, seeds.draw(), continuing
+        task_source, n_outputs, adapt_targets, held_out = self._prepare_fit(
+            X, y, groups, seeds.draw(), continuing, warm
         )
         with seeds.context():
             if not continuing:
@@ -320,8 +322,14 @@ class _MetaEstimatorBase(BaseEstimator):
                 )
                 for key, values in history.history.items():
                     self.history_.setdefault(key, []).extend(float(v) for v in values)
+            if held_out is not None:
+                self._select_model(*held_out, seeds.draw())
             self._adapt_to(X, adapt_targets)
         return self
+
+    def _select_model(self, X, y, seed):
+        """Checks the trained model on held-out rows (see `MetaClassifier`)."""
+        raise NotImplementedError
 
     def _adapt_to(self, X, targets):
         """Adapts the meta-learned model to one task and keeps the result."""
@@ -331,7 +339,10 @@ class _MetaEstimatorBase(BaseEstimator):
         """Validates X and runs the adapted model on it, in batches."""
         check_is_fitted(self, "adapted_model_")
         X = validate_data(self, X, reset=False, dtype=(np.float32, np.float64))
-        X = np.asarray(X, dtype=np.float32)
+        return self._forward(np.asarray(X, dtype=np.float32))
+
+    def _forward(self, X):
+        """The adapted model's outputs for validated float32 rows."""
         model = self.adapted_model_
         transductive = bool(getattr(self.model_, "transductive_eval", False))
         if transductive:
@@ -368,7 +379,7 @@ class _MetaEstimatorBase(BaseEstimator):
         return False
 
     def _adapt_steps(self):
-        if not self._has_inner_loop():
+        if getattr(self.model_, "inner", None) is None:
             return None
         if self.adapt_steps is None:
             return self.model_.inner.steps

@@ -1,11 +1,14 @@
 """`MetaClassifier`: a few-shot classifier that meta-learns."""
 
+import math
+
 import keras
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 
-from metakeras._checks import preview
+from metakeras._checks import is_number, preview
+from metakeras.models.protonet import ProtoNet
 from metakeras.sklearn._base import _column, _MetaEstimatorBase, _Seeds
 from metakeras.tasks import TaskSampler
 
@@ -31,6 +34,24 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
     least one query row), otherwise `fit` raises a `ValueError`; the number
     of query rows per class is lowered to what the smallest class allows
     (`queries_`).
+
+    A check on unseen classes. Meta-training on few classes can give an
+    embedding worse on new classes than the rows themselves (digits 0-5 ->
+    6-9: every embedding we trained lost to 1-NN on the pixels). So `fit`
+    holds out `validation_fraction` of the classes (at least 2, when at
+    least 2 are left to train on), meta-trains on the others, then adapts
+    to 20 few-shot tasks (`ways_` classes, `shots` rows) of the held-out
+    classes and scores their other rows. Beside it, on the same tasks, two
+    classifiers of the rows themselves: the nearest class mean, and the
+    nearest class mean after centring on the training rows' mean and L2
+    normalisation (CL2N, as SimpleShot treats features). The meta-trained
+    model is kept only if it beats the better of the two beyond the 95%
+    confidence interval of the paired difference; otherwise `model_`
+    becomes a `ProtoNet` over that transformation of the rows (no weights
+    to train). `selected_` names the choice and `validation_scores_` holds
+    the three accuracies. `warm_start` and `partial_fit` continue
+    meta-training on every class without the check (a model that fell
+    back starts afresh).
 
     Model selection. `cross_val_score` and `GridSearchCV` with their default
     folds score held-out rows of the training classes; to select on classes
@@ -76,8 +97,10 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
             weights, so that `random_state` means the same network on every
             device). Defaults to `None`.
         hidden_units: widths of the default MLP's hidden layers; for ProtoNet
-            the last one is the (linear) embedding. Defaults to `(64, 64)`.
-        ways: classes per meta-training episode (N). Defaults to `5`.
+            the last one is the (linear) embedding. Defaults to `(256, 256)`.
+        ways: classes per meta-training episode (N); episodes of more
+            classes than a test task train a better embedding (Snell et
+            al.). Defaults to `20`.
         shots: support rows per class in an episode (K). Defaults to `1`.
         queries: query rows per class in an episode (Q). Defaults to `5`.
         meta_batch_size: episodes per meta-update. Defaults to `8`.
@@ -93,7 +116,10 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
             `adapt`); `None` uses `inner_steps`. Defaults to `None`.
         epochs: meta-training epochs; `0` skips meta-training. Defaults to
             `10`.
-        steps_per_epoch: meta-batches per epoch. Defaults to `20`.
+        steps_per_epoch: meta-batches per epoch. Defaults to `None`: one
+            pass over the training rows, `ceil(rows / (meta_batch_size *
+            ways * (shots + queries)))`, so that `epochs` means what it
+            means for arrays in Keras.
         optimizer: the outer optimizer: a Keras optimizer name or instance
             (copied at each fit). Defaults to `"adam"`.
         learning_rate: outer learning rate; `None` keeps the optimizer's own.
@@ -138,6 +164,10 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         zero_head: keep the learner's head at zero between meta-updates
             (`metakeras.callbacks.ZeroHead`, the zeroing trick), run before
             `callbacks`. Defaults to `None` (`False`).
+        validation_fraction: share of the classes `fit` holds out to check
+            the meta-trained model against the rows themselves (see above),
+            or `None` to meta-train on every class and keep the model.
+            Defaults to `0.2`.
 
     Attributes:
         classes_: class labels of the current task (the training set after
@@ -149,6 +179,11 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         history_: dict of per-epoch meta-training metrics.
         ways_, queries_: the episode sizes actually used.
         n_outputs_: width of the learner's head (`None` for ProtoNet).
+        selected_: `"meta-trained"`, `"nearest class mean"` or `"nearest
+            class mean, CL2N"`: the model `fit` kept.
+        validation_scores_: dict of the held-out accuracy of each, or
+            `None` when no class was held out.
+        validation_classes_: the classes held out (empty when none).
 
     Example:
 
@@ -170,8 +205,8 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         self,
         algorithm="protonet",
         learner=None,
-        hidden_units=(64, 64),
-        ways=5,
+        hidden_units=(256, 256),
+        ways=20,
         shots=1,
         queries=5,
         meta_batch_size=8,
@@ -181,7 +216,7 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         inner_batch_size=None,
         adapt_steps=None,
         epochs=10,
-        steps_per_epoch=20,
+        steps_per_epoch=None,
         optimizer="adam",
         learning_rate=None,
         vectorize_tasks="auto",
@@ -198,6 +233,7 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         cg_steps=None,
         transductive_eval=None,
         zero_head=None,
+        validation_fraction=0.2,
     ):
         self.algorithm = algorithm
         self.learner = learner
@@ -229,6 +265,7 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         self.cg_steps = cg_steps
         self.transductive_eval = transductive_eval
         self.zero_head = zero_head
+        self.validation_fraction = validation_fraction
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -237,7 +274,22 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         return tags
 
     def _int_params(self):
-        return (("ways", 2),) + super()._int_params()
+        params = (("ways", 2),) + super()._int_params()
+        if self.steps_per_epoch is None:  # one pass over the rows per epoch
+            params = tuple(p for p in params if p[0] != "steps_per_epoch")
+        return params
+
+    def _check_params(self):
+        super()._check_params()
+        fraction = self.validation_fraction
+        if fraction is not None and not (
+            is_number(fraction, positive=True) and fraction < 1
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: `validation_fraction` must be None or a "
+                "number in (0, 1), the share of the classes held out. Received: "
+                f"validation_fraction={fraction!r}"
+            )
 
     def _loss(self):
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -298,7 +350,7 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
                 )
         return self._fit(X, y, None, 1, warm=True)
 
-    def _prepare_fit(self, X, y, groups, seed, continuing):
+    def _prepare_fit(self, X, y, groups, seed, continuing, warm):
         name = type(self).__name__
         y = _column(y)
         check_classification_targets(y)
@@ -334,20 +386,89 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
                 f"classes of the training set after meta-training. Use ways >= "
                 f"{len(classes)}, or algorithm='protonet' (any number of classes)."
             )
+        held_out = None
+        trained = np.ones(len(encoded), dtype=bool)
+        self.selected_, self.validation_scores_ = "meta-trained", None
+        validating = self.validation_fraction is not None and not warm
+        n_held_out = self._n_held_out(len(classes)) if validating else 0
+        if n_held_out and self.epochs > 0:
+            rng = np.random.default_rng(seed)
+            unseen = rng.choice(len(classes), n_held_out, replace=False)
+            trained = ~np.isin(encoded, unseen)
+            held_out = (X[~trained], encoded[~trained], X[trained].mean(0))
+        self.validation_classes_ = (
+            classes[np.sort(unseen)] if held_out is not None else classes[:0]
+        )
+        ways = min(self.ways_, len(classes) - n_held_out)
+        steps = self.steps_per_epoch
+        if steps is None:  # one pass over the training rows per epoch
+            rows = self.meta_batch_size * ways * (self.shots + self.queries_)
+            steps = max(1, math.ceil(int(trained.sum()) / rows))
         sampler = TaskSampler(
-            X,
-            encoded,
-            ways=self.ways_,
+            X[trained],
+            encoded[trained],
+            ways=ways,
             shots=self.shots,
             queries=self.queries_,
             meta_batch_size=self.meta_batch_size,
-            steps=self.steps_per_epoch,
+            steps=steps,
             seed=seed,
             shuffle=True,
         )
         # Algorithms that pretrain on all classes read each episode's `classes`.
         source = sampler if self._algorithm().pretrains else _ContractOnly(sampler)
-        return source, n_outputs, (classes, encoded)
+        return source, n_outputs, (classes, encoded), held_out
+
+    def _n_held_out(self, n_classes):
+        """Classes held out for `_select_model`: 0 where too few to spare."""
+        n = max(2, round(self.validation_fraction * n_classes))
+        return n if n_classes - n >= 2 else 0
+
+    def _select_model(self, X, y, row_mean, seed):
+        """Keeps the meta-trained model only if it beats the rows themselves.
+
+        Adapts to `_VALIDATION_TASKS` few-shot tasks of the held-out classes
+        and scores their other rows, beside two classifiers of the raw rows
+        on the same tasks: the nearest class mean, and the nearest class
+        mean after centring on the training rows' mean and L2 normalisation
+        (CL2N, as SimpleShot does with its features). Unless the
+        meta-trained model scores higher than the better of the two beyond
+        the 95% confidence interval of the paired difference, `model_`
+        becomes a ProtoNet over that transformation of the rows.
+        """
+        candidates = {
+            "nearest class mean": _rows_embedding(X.shape[1]),
+            "nearest class mean, CL2N": _rows_embedding(X.shape[1], row_mean),
+        }
+        embedded = {
+            name: keras.ops.convert_to_numpy(embedding(X))
+            for name, embedding in candidates.items()
+        }
+        scores = {name: [] for name in ["meta-trained", *candidates]}
+        for support, scored in _tasks(y, self.ways_, self.shots, seed):
+            classes, encoded = np.unique(y[support], return_inverse=True)
+            self._adapt_to(X[support], (classes, encoded))
+            logits = self._forward(X[scored])[:, : len(classes)]
+            scores["meta-trained"].append(classes[logits.argmax(1)] == y[scored])
+            for name, z in embedded.items():
+                means = np.stack(
+                    [z[support][encoded == k].mean(0) for k in range(len(classes))]
+                )
+                distances = ((z[scored][:, None, :] - means[None]) ** 2).sum(-1)
+                scores[name].append(classes[distances.argmin(1)] == y[scored])
+        scores = {name: np.array([a.mean() for a in s]) for name, s in scores.items()}
+        self.validation_scores_ = {name: float(s.mean()) for name, s in scores.items()}
+        simplest = max(candidates, key=lambda name: scores[name].mean())
+        gain = scores["meta-trained"] - scores[simplest]
+        # The simpler model unless the meta-trained one is better beyond the
+        # 95% confidence interval of the paired difference.
+        if gain.mean() <= 1.96 * gain.std() / np.sqrt(len(gain)):
+            self.selected_ = simplest
+            self.model_ = ProtoNet(candidates[simplest])
+            self.model_.compile(loss=self._loss(), metrics=["accuracy"])
+            self.n_outputs_ = None
+        else:
+            self.selected_ = "meta-trained"
 
     def _adapt_to(self, X, targets):
         classes, encoded = targets
@@ -360,7 +481,7 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
                 f"{len(classes)}, or use algorithm='protonet'."
             )
         steps = self._adapt_steps()
-        kwargs = {} if steps is None else {"steps": steps}
+        kwargs = {} if steps is None else {"inner_steps": steps}
         self.adapted_model_ = self.model_.adapt(X, encoded.astype("int64"), **kwargs)
         self.classes_ = classes
 
@@ -450,6 +571,39 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         """
         logits = self._logits(X)
         return self.classes_[np.argmax(logits, axis=1)]
+
+
+# Tasks of held-out classes that `_select_model` scores.
+_VALIDATION_TASKS = 20
+
+
+def _tasks(y, ways, shots, seed):
+    """`_VALIDATION_TASKS` seeded tasks of `ways` classes of `y`: the row
+    indices of `shots` support rows per class, and of the class's other rows."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(y)
+    ways = min(ways, len(classes))
+    for _ in range(_VALIDATION_TASKS):
+        support, scored = [], []
+        for c in rng.choice(classes, ways, replace=False):
+            rows = rng.permutation(np.flatnonzero(y == c))
+            support.append(rows[:shots])
+            scored.append(rows[shots:])
+        yield np.concatenate(support), np.concatenate(scored)
+
+
+def _rows_embedding(n_features, mean=None):
+    """The raw rows as a Keras embedding: as they are, or centred on `mean`
+    and L2-normalised (CL2N)."""
+    layers = [keras.Input((n_features,))]
+    if mean is None:
+        layers.append(keras.layers.Identity())
+    else:
+        layers += [
+            keras.layers.Normalization(mean=mean, variance=np.ones_like(mean)),
+            keras.layers.UnitNormalization(),
+        ]
+    return keras.Sequential(layers, name="rows")
 
 
 class _ContractOnly(keras.utils.PyDataset):

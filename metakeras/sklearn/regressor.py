@@ -241,7 +241,7 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
         """
         return self._fit(X, y, groups, 1, warm=True)
 
-    def _prepare_fit(self, X, y, groups, seed, continuing):
+    def _prepare_fit(self, X, y, groups, seed, continuing, warm):
         name = type(self).__name__
         y = np.asarray(y, dtype=np.float32)
         self._y_ndim = y.ndim
@@ -266,11 +266,11 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
         )
         self.queries_ = tasks.queries
         self.n_groups_ = tasks.num_groups
-        return tasks, targets.shape[1], targets
+        return tasks, targets.shape[1], targets, None
 
     def _adapt_to(self, X, targets):
         steps = self._adapt_steps()
-        kwargs = {} if steps is None else {"steps": steps}
+        kwargs = {} if steps is None else {"inner_steps": steps}
         self.adapted_model_ = self.model_.adapt(X, targets, **kwargs)
 
     def adapt(self, X_support, y_support):

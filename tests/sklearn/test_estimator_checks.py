@@ -15,6 +15,8 @@ FAST = dict(
 )
 
 CHECK_ESTIMATORS = [
+    # The defaults (seeded): scikit-learn's checks finish in about 25 s.
+    MetaClassifier(random_state=0),
     MetaClassifier(algorithm="protonet", **FAST),
     MetaClassifier(algorithm="fomaml", adapt_steps=5, **FAST),
     MetaRegressor(

@@ -1,0 +1,131 @@
+"""`MetaClassifier` checks its meta-trained model on held-out classes."""
+
+import pickle
+
+import keras
+import numpy as np
+import pytest
+from sklearn.neighbors import NearestCentroid
+
+from metakeras.sklearn import MetaClassifier
+from tests.sklearn.sklearn_helpers import _digits, _few_shot_split
+
+
+def _noisy_classes(classes=12, rows=30, seed=0):
+    """Rows whose class lies in 2 of 42 features; the other 40 are noise.
+
+    The nearest class mean of the raw rows drowns in the noise; an embedding
+    learned on some classes finds the 2 features for all of them.
+    """
+    rng = np.random.default_rng(seed)
+    angles = rng.permutation(classes) * 2 * np.pi / classes
+    centres = 2 * np.stack([np.cos(angles), np.sin(angles)], 1)
+    y = np.repeat(np.arange(classes), rows)
+    signal = centres[y] + 0.1 * rng.normal(size=(len(y), 2))
+    noise = rng.normal(size=(len(y), 40))
+    return np.hstack([signal, noise]).astype("float32"), y
+
+
+def test_defaults_fall_back_to_the_rows_where_meta_training_does_not_help(tmp_path):
+    X, y = _digits()
+    seen = y < 6
+    clf = MetaClassifier(random_state=0).fit(X[seen], y[seen])
+    assert len(clf.validation_classes_) == 2
+    assert set(clf.validation_classes_) < set(range(6))
+    assert set(clf.validation_scores_) == {
+        "meta-trained",
+        "nearest class mean",
+        "nearest class mean, CL2N",
+    }
+    assert clf.selected_ in ("nearest class mean", "nearest class mean, CL2N")
+    best = max(clf.validation_scores_.values())
+    assert clf.validation_scores_[clf.selected_] == best
+    # The fallback classifies new classes exactly as the nearest class mean
+    # of the (transformed) rows does.
+    support, others = _few_shot_split(y, [6, 7, 8, 9], 5, np.random.default_rng(0))
+    clf.adapt(X[support], y[support])
+    rows = X.astype("float32")
+    if clf.selected_.endswith("CL2N"):
+        centred = rows - rows[seen & (~np.isin(y, clf.validation_classes_))].mean(0)
+        rows = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    expected = NearestCentroid().fit(rows[support], y[support]).predict(rows[others])
+    np.testing.assert_array_equal(clf.predict(X[others]), expected)
+    assert clf.n_outputs_ is None
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict(X[others]), expected)
+    path = tmp_path / "rows.keras"
+    clf.model_.save(path)
+    loaded = keras.models.load_model(path)
+    logits = loaded.adapt_and_predict(
+        X[support][None].astype("float32"),
+        (y[support] - 6)[None],
+        X[others][None].astype("float32"),
+    )
+    np.testing.assert_array_equal(logits[0].argmax(-1) + 6, expected)
+
+
+def test_meta_trained_model_is_kept_where_it_beats_the_rows():
+    X, y = _noisy_classes()
+    clf = MetaClassifier(epochs=30, random_state=0).fit(X, y)
+    scores = clf.validation_scores_
+    assert clf.selected_ == "meta-trained"
+    assert scores["meta-trained"] > scores["nearest class mean"] + 0.2
+    # The held-out classes were never trained on, yet the model knows them.
+    assert len(clf.validation_classes_) == 2
+    X_new, y_new = _noisy_classes(seed=1)
+    support, others = _few_shot_split(
+        y_new, [0, 1, 2, 3, 4], 1, np.random.default_rng(0)
+    )
+    clf.adapt(X_new[support], y_new[support])
+    nearest = NearestCentroid().fit(X_new[support], y_new[support])
+    assert (
+        clf.score(X_new[others], y_new[others])
+        > nearest.score(X_new[others], y_new[others]) + 0.2
+    )
+
+
+def test_without_validation_every_class_trains_and_the_model_is_kept():
+    X, y = _noisy_classes(classes=6)
+    clf = MetaClassifier(epochs=1, validation_fraction=None, random_state=0).fit(X, y)
+    assert clf.selected_ == "meta-trained" and clf.validation_scores_ is None
+    assert len(clf.validation_classes_) == 0
+    # Too few classes to spare two: nothing is held out either.
+    clf = MetaClassifier(epochs=1, random_state=0).fit(X[y < 3], y[y < 3])
+    assert len(clf.validation_classes_) == 0 and clf.selected_ == "meta-trained"
+
+
+def test_a_model_that_fell_back_meta_trains_afresh_on_warm_start():
+    X, y = _digits()
+    seen = y < 6
+    clf = MetaClassifier(random_state=0).fit(X[seen], y[seen])
+    assert clf.selected_ != "meta-trained"
+    assert len(clf.model_.trainable_variables) == 0  # the rows themselves
+    clf.partial_fit(X[seen], y[seen])
+    assert clf.selected_ == "meta-trained"  # partial_fit does not hold out
+    assert len(clf.history_["loss"]) == 1
+    assert len(clf.model_.trainable_variables) > 0
+
+
+def test_steps_per_epoch_defaults_to_one_pass_over_the_training_rows():
+    X, y = _noisy_classes(classes=10, rows=30)
+
+    class Count(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.batches = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+    count = Count()
+    MetaClassifier(
+        ways=4, shots=1, queries=4, meta_batch_size=2, epochs=3, callbacks=[count]
+    ).fit(X, y)
+    # 8 training classes x 30 rows, 2 episodes of 4 x (1 + 4) rows per batch.
+    assert count.batches == 3 * int(np.ceil(8 * 30 / (2 * 4 * 5)))
+
+
+@pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.2, "0.2", np.nan])
+def test_invalid_validation_fraction_is_named(fraction):
+    X, y = _noisy_classes(classes=6)
+    with pytest.raises(ValueError, match=r"`validation_fraction` must be None or"):
+        MetaClassifier(validation_fraction=fraction).fit(X, y)
