@@ -26,6 +26,10 @@ Settings (`--algorithm`):
   batch statistics at evaluation (`transductive_eval=True`, the MAML
   reference code's setting) and, in a second row, with the moving
   statistics (`transductive_eval=False`).
+- `reptile`: the preset `reptile-omniglot` (5-way 10-shot tasks, five
+  inner Adam steps at 1e-3 in batches of 10, meta-batch 5, the zeroing
+  trick), evaluated after its five inner steps (`--test-steps` to change;
+  the paper takes 50 on 1-shot tasks).
 - `mamlpp`, `imaml`: the presets `mamlpp-omniglot` (MAML++: five inner
   steps with learned per-step rates from 0.1, per-step BatchNorm
   statistics, multi-step loss for 10 epochs of 100 meta-batches, first
@@ -109,7 +113,10 @@ def preset_for(args):
         changes["cosine_decay_steps"] = args.decay_steps
     return dataclasses.replace(
         preset,
-        episodes=dict(preset.episodes, meta_batch_size=args.meta_batch),
+        episodes=dict(
+            preset.episodes,
+            meta_batch_size=args.meta_batch or preset.episodes["meta_batch_size"],
+        ),
         inner=inner,
         zero_head=not args.no_zeroing,
         **changes,
@@ -124,7 +131,13 @@ def main(argv=None):
         choices=ALGORITHMS,
     )
     parser.add_argument("--minutes", type=float, default=15.0)
-    parser.add_argument("--meta-batch", type=int, default=16)
+    parser.add_argument(
+        "--meta-batch",
+        type=int,
+        default=None,
+        help="tasks per meta-batch, gradient-based methods (default: the "
+        "preset's, 16; reptile 5)",
+    )
     parser.add_argument(
         "--train-ways", type=int, default=60, help="metric learners' training episodes"
     )

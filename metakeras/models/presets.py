@@ -17,6 +17,11 @@ the README's table is what they give.
 - `"fomaml-omniglot"`, `"metasgd-omniglot"`, `"anil-omniglot"`: first-order
   MAML, Meta-SGD (per-weight rates starting at 0.4) and ANIL with MAML's
   settings.
+- `"reptile-omniglot"`: Reptile (Nichol et al., 2018) with the paper's
+  Omniglot settings where metakeras has them: 5-way 10-shot training tasks
+  (5 queries, only logged), five inner steps of Adam at 1e-3 in batches of
+  10, meta-batch 5, the outer Adam at 1e-3 on the pseudo-gradient, and
+  the zeroing trick so the head widens to any number of classes.
 - `"mamlpp-omniglot"`: MAML++ (`MAMLPlusPlus`, Antoniou et al., 2019) on the
   same episodes: five inner steps with learned per-step rates from 0.1,
   per-step BatchNormalization statistics, the multi-step loss over the first
@@ -265,6 +270,20 @@ _PRESETS = {
                 zero_head=True,
             )
             for algorithm in ("maml", "fomaml", "metasgd", "anil")
+        ),
+        Preset(
+            name="reptile-omniglot",
+            algorithm="reptile",
+            episodes=dict(
+                ways=5, shots=10, queries=5, meta_batch_size=5, rotations=ROTATIONS
+            ),
+            inner=dict(
+                inner_steps=5,
+                inner_learning_rate=1e-3,
+                inner_optimizer="adam",
+                inner_batch_size=10,
+            ),
+            zero_head=True,
         ),
         Preset(
             name="mamlpp-omniglot",

@@ -18,7 +18,7 @@ def images(classes=8, per_class=4, seed=0):
 def test_presets_train_and_adapt_to_any_ways(name):
     preset = presets.get(name)
     x, y = images()
-    episodes = dict(preset.episodes, ways=4, meta_batch_size=2, queries=1)
+    episodes = dict(preset.episodes, ways=4, meta_batch_size=2, shots=1, queries=1)
     small = presets.Preset(**{**preset.__dict__, "episodes": episodes})
     model = small.model()
     assert model.transductive_eval
