@@ -173,7 +173,11 @@ def main(argv=None):
     )
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument(
-        "--steps", type=int, default=1000, help="training batches per epoch"
+        "--steps",
+        type=int,
+        default=None,
+        help="training batches per epoch (default: the preset's, 1,000; "
+        "mamlpp 100, the epochs its schedules count)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=SHARED if os.path.isdir(SHARED) else None)

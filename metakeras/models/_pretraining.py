@@ -189,16 +189,7 @@ class Pretrained(MetaModel):
 
     # ------------------------------------------------------------ training
 
-    def fit(
-        self,
-        x=None,
-        y=None,
-        batch_size=None,
-        epochs=1,
-        verbose="auto",
-        callbacks=None,
-        **kwargs,
-    ):
+    def fit(self, x=None, y=None, *args, **kwargs):
         """Pretrains the embedding as a classifier of all base classes.
 
         Args:
@@ -212,12 +203,10 @@ class Pretrained(MetaModel):
             y: the labels of `x` (any values; mapped to `0..classes-1` in
                 sorted order), or `None` for a task source. Defaults to
                 `None`.
-            batch_size: examples per batch for arrays (Keras's 32 when
-                `None`). Defaults to `None`.
-            epochs: as in Keras. Defaults to `1`.
-            verbose: as in `MetaModel.fit`. Defaults to `"auto"`.
-            callbacks: as in `MetaModel.fit`. Defaults to `None`.
-            **kwargs: the other `keras.Model.fit` arguments.
+            *args: the other `MetaModel.fit` arguments (`batch_size`, the
+                examples per batch for arrays, `epochs`, `verbose`,
+                `callbacks`, ...).
+            **kwargs: the same, by name.
 
         Returns:
             A `keras.callbacks.History`.
@@ -237,15 +226,7 @@ class Pretrained(MetaModel):
             self._set_num_classes(int(y.max()) + 1)
         else:
             self._set_num_classes(_source_classes(x))
-        return super().fit(
-            x,
-            y,
-            batch_size=batch_size,
-            epochs=epochs,
-            verbose=verbose,
-            callbacks=callbacks,
-            **kwargs,
-        )
+        return super().fit(x, y, *args, **kwargs)
 
     def _set_num_classes(self, found):
         name = type(self).__name__
