@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 from sklearn.neighbors import NearestCentroid
+from sklearn_helpers import _digits, _few_shot_split  # tests/sklearn/sklearn_helpers.py
 
 from metakeras.sklearn import MetaClassifier
-from tests.sklearn.sklearn_helpers import _digits, _few_shot_split
 
 
 def _noisy_classes(classes=12, rows=30, seed=0):
