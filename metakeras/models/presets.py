@@ -261,16 +261,6 @@ _PRESETS = {
             )
             for algorithm in _METRIC
         ),
-        *(
-            Preset(
-                name=f"{algorithm}-omniglot",
-                algorithm=algorithm,
-                episodes=MAML_EPISODES,
-                inner=dict(inner_steps=1, inner_learning_rate=0.4),
-                zero_head=True,
-            )
-            for algorithm in ("maml", "fomaml", "metasgd", "anil")
-        ),
         Preset(
             name="reptile-omniglot",
             algorithm="reptile",
@@ -322,6 +312,22 @@ _PRESETS = {
         ),
     )
 }
+# The other gradient-based algorithms (MAML and the variants that differ
+# from it only in what they adapt): MAML's episodes and settings.
+_PRESETS.update(
+    {
+        f"{algorithm}-omniglot": Preset(
+            name=f"{algorithm}-omniglot",
+            algorithm=algorithm,
+            episodes=MAML_EPISODES,
+            inner=dict(inner_steps=1, inner_learning_rate=0.4),
+            zero_head=True,
+        )
+        for algorithm in registry.available("classification")
+        if registry.get(algorithm).inner_loop
+        and f"{algorithm}-omniglot" not in _PRESETS
+    }
+)
 
 
 def available():
