@@ -10,7 +10,12 @@ steps, BatchNormalization without running statistics, as
 `torch.func.replace_all_batch_norm_modules_` makes it). The pretrained
 baselines (Baseline, Baseline++, SimpleShot) train as ordinary classifiers:
 their step is a supervised batch through conv4 and a linear or cosine head
-over all base classes (`pretraining_step_function`).
+over all base classes (`pretraining_step_function`). The metric learners
+(ProtoNet, Matching Networks, Relation Networks, R2D2) embed support and
+query sets with conv4 and score the queries with their head, written as a
+PyTorch user would (`prototype_logits`, `matching_logits`, `RelationHead`,
+`RidgeHead`); the Relation Network's MLP and R2D2's penalty, scale and bias
+are parameters trained with the embedding (`metric_head`).
 
 Imported by `_throughput_worker.py` and `operators.py`; only PyTorch and
 NumPy are needed, so the learn2learn environment can import it too.
@@ -41,24 +46,23 @@ def modules(config):
             nn.MaxPool2d(2),
         ]
         channels = filters
-    size = config["image_size"]
-    for _ in range(4):
-        size //= 2
     blocks.append(nn.Flatten())
-    width = filters * size * size
+    width = embedding_width(config)
     if config["algorithm"] in PRETRAINED:
         classes = config["classes"]
         if config["algorithm"] == "baselinepp":
             blocks.append(CosineHead(width, classes, scale=10.0))
         else:
             blocks.append(nn.Linear(width, classes))
-    elif config["algorithm"] != "protonet":
+    elif config["algorithm"] not in METRIC:
         blocks.append(nn.Linear(width, config["ways"]))
     return nn.Sequential(*blocks), nn.functional.cross_entropy
 
 
 # The algorithms whose training step is a supervised batch of base classes.
 PRETRAINED = ("baseline", "baselinepp", "simpleshot")
+# The metric learners: conv4 embeds, a head without inner loop scores.
+METRIC = ("protonet", "matchingnet", "relationnet", "r2d2")
 
 
 class CosineHead(nn.Module):
@@ -103,11 +107,102 @@ def pretraining_step_function(config, device="cpu"):
     return step
 
 
+def class_means(support, support_y, ways):
+    """The mean support embedding of each class, `(ways, d)`."""
+    onehot = nn.functional.one_hot(support_y, ways).to(support.dtype)
+    return onehot.T @ support / onehot.sum(0)[:, None]
+
+
 def prototype_logits(support, support_y, query, ways):
     """Negative squared Euclidean distances to the class means."""
+    return -(torch.cdist(query, class_means(support, support_y, ways)) ** 2)
+
+
+def matching_logits(support, support_y, query, ways, scale=10.0):
+    """Matching Networks: log of the attention on each class's support examples.
+
+    The attention is the softmax over the support examples of their scaled
+    cosine similarities to the query; a class's probability is the sum of
+    the attention on its examples. Returns log-probabilities (metakeras's
+    `matching_logits` returns them up to a constant per query, the same
+    softmax and cross-entropy).
+    """
+    q = nn.functional.normalize(query, dim=-1, eps=1e-8)
+    s = nn.functional.normalize(support, dim=-1, eps=1e-8)
+    attention = torch.softmax(scale * q @ s.T, dim=-1)
     onehot = nn.functional.one_hot(support_y, ways).to(support.dtype)
-    prototypes = onehot.T @ support / onehot.sum(0)[:, None]
-    return -(torch.cdist(query, prototypes) ** 2)
+    return torch.log(attention @ onehot)
+
+
+class RelationHead(nn.Module):
+    """Relation Networks' module: an MLP scoring (query, class mean) pairs.
+
+    `Linear(2d, units) -> ReLU -> Linear(units, 1)`, metakeras's default
+    `relation_module(units=8)` (PyTorch's initialisation, Keras's shapes).
+    """
+
+    def __init__(self, width, units=8):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * width, units), nn.ReLU(), nn.Linear(units, 1)
+        )
+
+    def forward(self, support, support_y, query, ways):
+        prototypes = class_means(support, support_y, ways)
+        m = query.shape[0]
+        pairs = torch.cat(
+            [
+                query[:, None, :].expand(m, ways, -1),
+                prototypes[None, :, :].expand(m, ways, -1),
+            ],
+            dim=-1,
+        )
+        return self.mlp(pairs).squeeze(-1)
+
+
+class RidgeHead(nn.Module):
+    """R2D2's head: ridge regression of the support labels, solved in closed form.
+
+    `W = X^T (X X^T + regularizer * I)^-1 Y` (Woodbury: an n x n system in
+    the support size), logits `scale * Q W + bias`; the penalty (through its
+    logarithm), the scale and the bias are learned, starting at metakeras's
+    defaults (1, 10, 0).
+    """
+
+    def __init__(self, regularizer=1.0, scale=10.0):
+        super().__init__()
+        self.log_regularizer = nn.Parameter(torch.tensor(float(np.log(regularizer))))
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
+        self.bias = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, support, support_y, query, ways):
+        targets = nn.functional.one_hot(support_y, ways).to(support.dtype)
+        eye = torch.eye(support.shape[0], dtype=support.dtype, device=support.device)
+        gram = support @ support.T + self.log_regularizer.exp() * eye
+        weights = support.T @ torch.linalg.solve(gram, targets)
+        return self.scale * query @ weights + self.bias
+
+
+def metric_head(config, width):
+    """`(module or None, logits(support, support_y, query, ways))` of a metric learner."""
+    algorithm = config["algorithm"]
+    if algorithm == "relationnet":
+        head = RelationHead(width)
+        return head, head
+    if algorithm == "r2d2":
+        head = RidgeHead()
+        return head, head
+    if algorithm == "matchingnet":
+        return None, matching_logits
+    return None, prototype_logits
+
+
+def embedding_width(config):
+    """The size of conv4's flattened embedding."""
+    size = config["image_size"]
+    for _ in range(4):
+        size //= 2
+    return config.get("filters", 64) * size * size
 
 
 def step_function(config, device="cpu", vectorize=False):
@@ -125,15 +220,23 @@ def step_function(config, device="cpu", vectorize=False):
     net = net.to(device).train()
     params = dict(net.named_parameters())
     buffers = dict(net.named_buffers())
-    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    trained = list(net.parameters())
+    metric = config["algorithm"] in METRIC
+    if metric:
+        head, head_logits = metric_head(config, embedding_width(config))
+        if head is not None:
+            # Shared by all tasks (not batched under vmap), trained with the
+            # embedding.
+            head = head.to(device).train()
+            trained += list(head.parameters())
+    optimizer = torch.optim.Adam(trained, 1e-3)
     lr, first_order, steps = config["inner_lr"], config["first_order"], config["steps"]
-    protonet = config["algorithm"] == "protonet"
 
     def task_loss(fast, sx, sy, qx, qy, inner_grad):
-        if protonet:
+        if metric:
             support = functional_call(net, (fast, buffers), (sx,))
             query = functional_call(net, (fast, buffers), (qx,))
-            logits = prototype_logits(support, sy, query, config["ways"])
+            logits = head_logits(support, sy, query, config["ways"])
             return loss_fn(logits, qy)
         for _ in range(steps):
             grads = inner_grad(fast, sx, sy)
@@ -169,4 +272,5 @@ def step_function(config, device="cpu", vectorize=False):
                 (loss / sx.shape[0]).backward()
         optimizer.step()
 
+    step.parameters = trained  # what Adam trains (for the tests)
     return step

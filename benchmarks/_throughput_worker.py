@@ -24,6 +24,9 @@ import numpy as np
 # Algorithms whose training step is a supervised batch of base classes (the
 # pretrained baselines); their reference is `pretraining_step_function`.
 PRETRAINED = ("baseline", "baselinepp", "simpleshot")
+# Episodic metric learners that learn2learn does not implement (their
+# reference is `step_function`'s metric path, like ProtoNet's).
+NO_LEARN2LEARN = ("matchingnet", "relationnet", "r2d2")
 IMPLEMENTATIONS = (
     "metakeras",
     "metakeras-loop",
@@ -95,6 +98,11 @@ def _metakeras_step(config, vectorize, jit_compile=False):
         return lambda batch: model.train_on_batch(*batch)
     if config["algorithm"] == "protonet":
         model = metakeras.ProtoNet(learner, vectorize_tasks=vectorize)
+    elif config["algorithm"] in NO_LEARN2LEARN:
+        # MatchingNet, RelationNet, R2D2 at their registry defaults.
+        model = metakeras.models.get(config["algorithm"]).create(
+            learner, "classification", vectorize_tasks=vectorize
+        )
     elif config["algorithm"] == "imaml":
         model = metakeras.IMAML(
             learner,
@@ -124,6 +132,8 @@ def _metakeras_step(config, vectorize, jit_compile=False):
 
 
 def _learn2learn_step(config):
+    if config["algorithm"] in PRETRAINED + NO_LEARN2LEARN:
+        raise SystemExit(f"learn2learn has no {config['algorithm']!r} to measure")
     import learn2learn as l2l
     import torch
     from _reference import modules, prototype_logits

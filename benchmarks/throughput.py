@@ -4,15 +4,18 @@ Every (implementation, configuration) pair runs in a fresh subprocess, one
 after another, so that peak memory is its own and the runs do not compete
 for the 2 cores. Implementations:
 
-- `metakeras`: `MAML`/`ProtoNet` `train_on_batch`, tasks one after another
-  (`Baseline`, `BaselinePlusPlus`, `SimpleShot`: their pretraining step,
-  `train_on_batch(x, y)` on a batch of base classes);
+- `metakeras`: `MAML`/`ProtoNet`/`MatchingNet`/`RelationNet`/`R2D2`
+  `train_on_batch`, tasks one after another (`Baseline`, `BaselinePlusPlus`,
+  `SimpleShot`: their pretraining step, `train_on_batch(x, y)` on a batch of
+  base classes);
 - `metakeras-vmap`: the same with `vectorize_tasks=True`;
 - `torch`: a plain PyTorch reference (`torch.func.functional_call` over an
   `nn.Module`, same network, same math, Adam; for the pretrained baselines
   an ordinary `nn.Module` classifier step);
 - `learn2learn`: learn2learn 0.2.0's `MAML` wrapper, run with the Python of
-  the peers virtual environment (`../shared/peers/setup.sh`), if present.
+  the peers virtual environment (`../shared/peers/setup.sh`), if present
+  (not for the pretrained baselines, MatchingNet, RelationNet and R2D2,
+  which learn2learn does not implement).
 
 The implementations of a configuration take turns, `--rounds` times (the
 machine's speed drifts over minutes, so running one after another would
@@ -48,7 +51,7 @@ import sys
 
 import _machine  # noqa: E402  (benchmarks/, the script's folder)
 import pandas as pd
-from _throughput_worker import PRETRAINED
+from _throughput_worker import NO_LEARN2LEARN, PRETRAINED
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -75,6 +78,12 @@ CONFIGS = {
     "maml2 5w1s mb4 1step": {"meta_batch": 4},
     "maml2 5w1s mb32 1step": {"meta_batch": 32},
     "protonet 5w1s mb16": {"algorithm": "protonet"},
+    # The other episodic metric learners on ProtoNet's episodes, at their
+    # defaults (cosine attention scale 10; relation module Dense 8; ridge
+    # penalty 1, scale 10).
+    "matchingnet 5w1s mb16": {"algorithm": "matchingnet"},
+    "relationnet 5w1s mb16": {"algorithm": "relationnet"},
+    "r2d2 5w1s mb16": {"algorithm": "r2d2"},
     # The pretrained baselines' step: a batch of 128 examples (64 classes x
     # 2) through conv4 and a head over 3,856 base classes (Omniglot x4
     # rotations); "tasks" per second are batches per second.
@@ -245,6 +254,8 @@ def main(argv=None):
         if config["algorithm"] in PRETRAINED:
             # One batch, no tasks to vectorise; learn2learn has no such step.
             impls = ["metakeras", "torch"]
+        elif config["algorithm"] in NO_LEARN2LEARN:
+            impls = [impl for impl in impls if impl != "learn2learn"]
         impls = [impl for impl in impls if not args.impls or impl in args.impls]
         for round_ in range(args.rounds):
             for impl in impls:
