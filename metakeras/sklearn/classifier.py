@@ -454,7 +454,9 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
                 means = np.stack(
                     [z[support][encoded == k].mean(0) for k in range(len(classes))]
                 )
-                distances = ((z[scored][:, None, :] - means[None]) ** 2).sum(-1)
+                # Squared distances up to each row's own norm, which does not
+                # change the nearest mean.
+                distances = (means**2).sum(1) - 2 * z[scored] @ means.T
                 scores[name].append(classes[distances.argmin(1)] == y[scored])
         scores = {name: np.array([a.mean() for a in s]) for name, s in scores.items()}
         self.validation_scores_ = {name: float(s.mean()) for name, s in scores.items()}
