@@ -9,6 +9,8 @@ graph replay of `compile(jit_compile=True)`, the distributed reduction and
 the non-finite check of the update) is here too.
 """
 
+import functools
+
 import keras
 import torch
 
@@ -18,6 +20,26 @@ from metakeras.models._adaptation import merge_tasks, reduce_over_tasks
 from metakeras.models._checks import to_tensor
 from metakeras.models._nonfinite import all_finite
 from metakeras.tasks.episode import unpack_episode
+
+
+def episodic_train_step(step):
+    """Makes `step(self, support_x, support_y, query_x, query_y)` a `train_step`.
+
+    The wrapped step first hands the batch to the CUDA graph runner when it
+    replays one, then converts the episode to tensors and checks that the
+    model is compiled: the opening every algorithm's own step shares.
+    """
+
+    @functools.wraps(step)
+    def train_step(self, data):
+        if self._replays_graphs():
+            return self._graph_runner(data)
+        episode = self._episode_tensors(data)
+        if self._task_loss is None:
+            raise RuntimeError("The model must be compiled before training.")
+        return step(self, *episode)
+
+    return train_step
 
 
 class MetaTrainer:

@@ -6,6 +6,7 @@ import torch
 from metakeras import _keras_compat
 from metakeras._checks import check_int, check_number
 from metakeras.models._adaptation import merge_tasks, reduce_over_tasks
+from metakeras.models._trainer import episodic_train_step
 from metakeras.models.maml import MAML
 
 __all__ = ["IMAML"]
@@ -135,12 +136,8 @@ class IMAML(MAML):
             first_order=True,
         )
 
-    def train_step(self, data):
-        if self._replays_graphs():
-            return self._graph_runner(data)
-        support_x, support_y, query_x, query_y = self._episode_tensors(data)
-        if self._task_loss is None:
-            raise RuntimeError("The model must be compiled before training.")
+    @episodic_train_step
+    def train_step(self, support_x, support_y, query_x, query_y):
         # IMAML adds no weights of its own: the meta-parameters are the
         # learner's initialisation.
         variables = self.learner.trainable_variables

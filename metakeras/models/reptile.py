@@ -6,6 +6,7 @@ import torch
 from metakeras import _keras_compat
 from metakeras.inner import InnerLoop
 from metakeras.models._adaptation import map_tasks, merge_tasks
+from metakeras.models._trainer import episodic_train_step
 from metakeras.models.maml import MAML
 
 
@@ -96,12 +97,8 @@ class Reptile(MAML):
             **kwargs,
         )
 
-    def train_step(self, data):
-        if self._replays_graphs():
-            return self._graph_runner(data)
-        support_x, support_y, query_x, query_y = self._episode_tensors(data)
-        if self._task_loss is None:
-            raise RuntimeError("The model must be compiled before training.")
+    @episodic_train_step
+    def train_step(self, support_x, support_y, query_x, query_y):
         variables = self.learner.trainable_variables
         weights = [v.value.detach() for v in variables]
         state = [v.value.detach() for v in self.learner.non_trainable_variables]
