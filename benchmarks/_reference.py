@@ -138,10 +138,10 @@ class RelationHead(nn.Module):
     """Relation Networks' module: an MLP scoring (query, class mean) pairs.
 
     `Linear(2d, units) -> ReLU -> Linear(units, 1)`, metakeras's default
-    `relation_module(units=8)` (PyTorch's initialisation, Keras's shapes).
+    `relation_module()` (256 hidden units; PyTorch's initialisation, Keras's shapes).
     """
 
-    def __init__(self, width, units=8):
+    def __init__(self, width, units=256):
         super().__init__()
         self.mlp = nn.Sequential(
             nn.Linear(2 * width, units), nn.ReLU(), nn.Linear(units, 1)

@@ -108,6 +108,12 @@ def preset_for(args):
     inner = dict(preset.inner)
     if args.inner_lr is not None:
         inner["inner_learning_rate"] = args.inner_lr
+    if args.inner_steps is not None:
+        inner["inner_steps"] = args.inner_steps
+    if args.first_order_epochs is not None:
+        if args.algorithm != "mamlpp":
+            raise SystemExit("--first-order-epochs is a mamlpp setting")
+        inner["first_order_epochs"] = args.first_order_epochs
     changes = {}
     if args.decay_steps is not None:
         changes["cosine_decay_steps"] = args.decay_steps
@@ -153,6 +159,20 @@ def main(argv=None):
         default=None,
         help="inner learning rate (default: the preset's, 0.4 for the MAML "
         "family, 0.1 for mamlpp and imaml)",
+    )
+    parser.add_argument(
+        "--inner-steps",
+        type=int,
+        default=None,
+        help="gradient-based methods: inner steps in training (default: the "
+        "preset's, 1 for the MAML family, 5 for mamlpp and reptile, 10 for imaml)",
+    )
+    parser.add_argument(
+        "--first-order-epochs",
+        type=int,
+        default=None,
+        help="mamlpp: epochs of first-order gradients before second order "
+        "(default: the preset's, 5 epochs of 100 meta-batches)",
     )
     parser.add_argument(
         "--test-steps",
@@ -232,6 +252,10 @@ def main(argv=None):
         )
         mean, ci95 = result.mean("accuracy")
         setting = f"{train['ways']}-way {train['shots']}-shot {train['queries']}-query"
+        setting = f"{setting} x{train['meta_batch_size']}"
+        if "first_order_epochs" in preset.inner:
+            first = preset.inner["first_order_epochs"] * sampler.steps
+            setting = f"{setting}, first order for {first}"
         rows.append(
             {
                 "algorithm": args.algorithm,
@@ -242,7 +266,7 @@ def main(argv=None):
                 "train_minutes": round(train_seconds / 60, 1),
                 "meta_batches": budget.batches,
                 "tasks_seen": budget.batches * train["meta_batch_size"],
-                "train_setting": f"{setting} x{train['meta_batch_size']}",
+                "train_setting": setting,
                 "test_steps": steps,
                 "zeroing": zeroing,
                 "transductive": transductive,

@@ -79,7 +79,7 @@ CONFIGS = {
     "maml2 5w1s mb32 1step": {"meta_batch": 32},
     "protonet 5w1s mb16": {"algorithm": "protonet"},
     # The other episodic metric learners on ProtoNet's episodes, at their
-    # defaults (cosine attention scale 10; relation module Dense 8; ridge
+    # defaults (cosine attention scale 10; relation module Dense 256; ridge
     # penalty 1, scale 10).
     "matchingnet 5w1s mb16": {"algorithm": "matchingnet"},
     "relationnet 5w1s mb16": {"algorithm": "relationnet"},

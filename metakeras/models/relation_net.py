@@ -6,12 +6,20 @@ import torch
 from metakeras.models.protonet import ProtoNet, _class_means, _EmbeddingClassifier
 
 
-def relation_module(units=8):
+def relation_module(units=256):
     """The default relation module: an MLP scoring one (query, class) pair.
 
+    The module reads a query's flat embedding beside a class's: to score
+    their similarity it must compare them feature by feature (for example
+    `relu(q - p) + relu(p - q)` per feature), which takes at least two
+    hidden units per embedding feature. The paper's 8 units follow two
+    convolutions over the concatenated feature maps, which do that
+    comparison; on flat conv4 embeddings (64 features) 8 units cannot, and
+    on Omniglot 20-way 1-shot after 4 minutes of one core they scored 66.6%
+    against 85.1% with 256 (`benchmarks/omniglot.py` settings).
+
     Args:
-        units: width of its hidden layer. Defaults to `8`, as in the paper's
-            Omniglot module.
+        units: width of its hidden layer. Defaults to `256`.
 
     Returns:
         A `keras.Sequential` mapping `(pairs, 2 * d)` to `(pairs, 1)` scores
@@ -83,8 +91,8 @@ class RelationNet(ProtoNet):
         learner: a `keras.Model` mapping inputs to embeddings `(batch, d)`,
             e.g. `metakeras.models.conv4()` without a head.
         relation: a Keras model mapping `(pairs, 2 * d)` to `(pairs, 1)`.
-            Defaults to `None` (`relation_module()`: Dense 8 with ReLU, then
-            Dense 1).
+            Defaults to `None` (`relation_module()`: Dense 256 with ReLU,
+            then Dense 1).
         **kwargs: `transductive_eval`, `vectorize_tasks` and `keras.Model`
             arguments, as in `ProtoNet`.
 
