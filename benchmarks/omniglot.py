@@ -112,7 +112,10 @@ def preset_for(args):
         inner["inner_steps"] = args.inner_steps
     if args.first_order_epochs is not None:
         if args.algorithm != "mamlpp":
-            raise SystemExit("--first-order-epochs is a mamlpp setting")
+            raise SystemExit(
+                f"--first-order-epochs is a mamlpp setting; got --algorithm "
+                f"{args.algorithm}"
+            )
         inner["first_order_epochs"] = args.first_order_epochs
     changes = {}
     if args.decay_steps is not None:
@@ -220,6 +223,11 @@ def main(argv=None):
     )
     train_seconds = time.perf_counter() - start
 
+    setting = f"{train['ways']}-way {train['shots']}-shot {train['queries']}-query"
+    setting = f"{setting} x{train['meta_batch_size']}"
+    if "first_order_epochs" in preset.inner:
+        first = preset.inner["first_order_epochs"] * sampler.steps
+        setting = f"{setting}, first order for {first}"
     rows = []
     for ways, transductive in [(5, True), (20, True), (5, False), (20, False)]:
         if maml and ways != 5 and not zeroing:
@@ -251,11 +259,6 @@ def main(argv=None):
             allow_untrained=evaluated is not model,
         )
         mean, ci95 = result.mean("accuracy")
-        setting = f"{train['ways']}-way {train['shots']}-shot {train['queries']}-query"
-        setting = f"{setting} x{train['meta_batch_size']}"
-        if "first_order_epochs" in preset.inner:
-            first = preset.inner["first_order_epochs"] * sampler.steps
-            setting = f"{setting}, first order for {first}"
         rows.append(
             {
                 "algorithm": args.algorithm,
