@@ -137,26 +137,23 @@ def matching_logits(support, support_y, query, ways, scale=10.0):
 class RelationHead(nn.Module):
     """Relation Networks' module: an MLP scoring (query, class mean) pairs.
 
-    `Linear(2d, units) -> ReLU -> Linear(units, 1)`, metakeras's default
-    `relation_module()` (256 hidden units; PyTorch's initialisation, Keras's shapes).
+    `[q, p, |q - p|, q * p] -> Linear(4d, units) -> ReLU -> Linear(units, 1)`,
+    metakeras's default `relation_module()` (256 hidden units; PyTorch's
+    initialisation, Keras's shapes).
     """
 
     def __init__(self, width, units=256):
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(2 * width, units), nn.ReLU(), nn.Linear(units, 1)
+            nn.Linear(4 * width, units), nn.ReLU(), nn.Linear(units, 1)
         )
 
     def forward(self, support, support_y, query, ways):
         prototypes = class_means(support, support_y, ways)
         m = query.shape[0]
-        pairs = torch.cat(
-            [
-                query[:, None, :].expand(m, ways, -1),
-                prototypes[None, :, :].expand(m, ways, -1),
-            ],
-            dim=-1,
-        )
+        q = query[:, None, :].expand(m, ways, -1)
+        p = prototypes[None, :, :].expand(m, ways, -1)
+        pairs = torch.cat([q, p, (q - p).abs(), q * p], dim=-1)
         return self.mlp(pairs).squeeze(-1)
 
 

@@ -3,23 +3,29 @@
 import keras
 import torch
 
+from metakeras.layers.pair_comparison import PairComparison
 from metakeras.models.protonet import ProtoNet, _class_means, _EmbeddingClassifier
 
 
-def relation_module(units=256):
+def relation_module(units=256, compare=True):
     """The default relation module: an MLP scoring one (query, class) pair.
 
-    The module reads a query's flat embedding beside a class's: to score
-    their similarity it must compare them feature by feature (for example
-    `relu(q - p) + relu(p - q)` per feature), which takes at least two
-    hidden units per embedding feature. The paper's 8 units follow two
-    convolutions over the concatenated feature maps, which do that
-    comparison; on flat conv4 embeddings (64 features) 8 units cannot, and
-    on Omniglot 20-way 1-shot after 4 minutes of one core they scored 66.6%
-    against 85.1% with 256 (`benchmarks/omniglot.py` settings).
+    The module reads a query's flat embedding beside a class's. To score
+    their similarity it must compare them feature by feature; the paper's
+    module does that with two convolutions over the concatenated feature
+    maps before its 8 hidden units. On flat conv4 embeddings (64 features)
+    this module first adds the element-wise comparisons `|q - p|` and
+    `q * p` to the pair (`metakeras.layers.PairComparison`), then scores it
+    with one hidden layer. On Omniglot 20-way 1-shot after 4 minutes of one
+    core (`benchmarks/omniglot.py` settings, 200 episodes) the pair alone
+    scored 66.6% with 8 hidden units and 84.8% with 256; with the
+    comparisons 90.0% (ProtoNet: 93.3% after 15 minutes).
 
     Args:
         units: width of its hidden layer. Defaults to `256`.
+        compare: add the element-wise comparisons to the pair (otherwise the
+            hidden layer reads the concatenated pair as it is, as in the
+            paper). Defaults to `True`.
 
     Returns:
         A `keras.Sequential` mapping `(pairs, 2 * d)` to `(pairs, 1)` scores
@@ -27,11 +33,13 @@ def relation_module(units=256):
 
     Example:
 
-    >>> relation_module(units=16).layers[0].units
+    >>> relation_module(units=16).get_layer("relation_hidden").units
     16
     """
+    layers = [PairComparison(name="relation_compare")] if compare else []
     return keras.Sequential(
         [
+            *layers,
             keras.layers.Dense(units, activation="relu", name="relation_hidden"),
             keras.layers.Dense(1, name="relation_score"),
         ],
@@ -91,8 +99,8 @@ class RelationNet(ProtoNet):
         learner: a `keras.Model` mapping inputs to embeddings `(batch, d)`,
             e.g. `metakeras.models.conv4()` without a head.
         relation: a Keras model mapping `(pairs, 2 * d)` to `(pairs, 1)`.
-            Defaults to `None` (`relation_module()`: Dense 256 with ReLU,
-            then Dense 1).
+            Defaults to `None` (`relation_module()`: the pair with its
+            element-wise comparisons, Dense 256 with ReLU, then Dense 1).
         **kwargs: `transductive_eval`, `vectorize_tasks` and `keras.Model`
             arguments, as in `ProtoNet`.
 

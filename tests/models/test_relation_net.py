@@ -21,7 +21,7 @@ def hand_logits(model, sx, sy, qx, ways):
     logits = np.empty((len(query), ways))
     for i, q in enumerate(query):
         for c, p in enumerate(prototypes):
-            pair = np.concatenate([q, p])
+            pair = np.concatenate([q, p, np.abs(q - p), q * p])
             logits[i, c] = (np.maximum(pair @ r[0] + r[1], 0) @ r[2] + r[3])[0]
     return logits
 
@@ -62,6 +62,26 @@ def test_training_moves_both_networks_and_matches_the_hand_computation(tmp_path)
         classifier.predict(qx, verbose=0),
         rtol=1e-6,
     )
+
+
+def test_relation_module_compares_the_pair_or_reads_it_as_it_is():
+    pairs = np.array([[1.0, -2.0, 3.0, 5.0]], "float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(metakeras.layers.PairComparison()(pairs)),
+        [[1.0, -2.0, 3.0, 5.0, 2.0, 7.0, 3.0, -10.0]],
+    )
+    with pytest.raises(ValueError, match="last axis must be even"):
+        metakeras.layers.PairComparison()(np.ones((1, 3), "float32"))
+    compared = metakeras.models.relation_module(units=8)
+    compared.build((None, 4))
+    assert compared.get_layer("relation_hidden").kernel.shape == (8, 8)
+    plain = metakeras.models.relation_module(units=8, compare=False)
+    plain.build((None, 4))
+    assert [layer.name for layer in plain.layers] == [
+        "relation_hidden",
+        "relation_score",
+    ]
+    assert plain.get_layer("relation_hidden").kernel.shape == (4, 8)
 
 
 def test_custom_relation_module_and_errors():
