@@ -254,8 +254,66 @@ class MetaTrainer:
         elif not self._update_is_finite(gradients, variables, new_state):
             return
         self.optimizer.apply(gradients, variables)
-        for variable, value in zip(self._state_variables(), new_state):
-            variable.assign(value.detach())
+        updates = self.optimizer.iterations.value  # this one included
+        momenta = self._state_momenta()
+        for variable, value, momentum in zip(
+            self._state_variables(), new_state, momenta
+        ):
+            value = value.detach()
+            if momentum is not None:
+                value = warmed_up_average(variable.value, value, momentum, updates)
+            variable.assign(value)
+
+    def _state_momenta(self):
+        """The BatchNormalization momentum of each state variable, else None.
+
+        Aligned with `_state_variables()`: the moving mean and variance of the
+        learner's BatchNormalization layers (at any depth) get their layer's
+        momentum; other state (seed counters, a model's own statistics) None.
+        """
+        momenta = {}
+        for layer in self.learner._flatten_layers(include_self=False):
+            batch_normalization = isinstance(layer, keras.layers.BatchNormalization)
+            if batch_normalization and layer.built and 0 < layer.momentum < 1:
+                momenta[id(layer.moving_mean)] = layer.momentum
+                momenta[id(layer.moving_variance)] = layer.momentum
+        return [momenta.get(id(v)) for v in self._state_variables()]
+
+
+def warmed_up_average(old, new, momentum, updates):
+    """A moving average that starts as the running mean of its first values.
+
+    BatchNormalization's moving statistics move by `1 - momentum` of the
+    distance to each batch's statistics: from their initial values (mean 0,
+    variance 1) Keras's default momentum 0.99 needs several hundred updates
+    to forget the start, and a meta-learner trains few (on Omniglot, 301
+    second-order MAML meta-batches in 15 minutes of one core left the moving
+    statistics so far off that inference-mode accuracy was at chance). Here
+    update `n` (counting from 1) moves by `max(1 / n, 1 - momentum)`: the
+    first `1 / (1 - momentum)` updates average the batch statistics seen so
+    far, with equal weights (PyTorch's `BatchNorm(momentum=None)`), then the
+    layer's own exponential average takes over.
+
+    Args:
+        old: the moving statistic before the update.
+        new: its value after the layer's own update,
+            `momentum * old + (1 - momentum) * batch`.
+        momentum: the layer's momentum, in (0, 1).
+        updates: the number of updates so far, this one included (a
+            scalar tensor; 1 for the first).
+
+    Returns:
+        The warmed-up moving statistic.
+
+    Example:
+
+    >>> import torch
+    >>> warmed_up_average(torch.tensor(1.0), torch.tensor(0.99 + 0.01 * 5.0),
+    ...                   0.99, torch.tensor(1))
+    tensor(5.)
+    """
+    step = torch.clamp(1 / (updates.to(old.dtype) * (1 - momentum)), min=1.0)
+    return old + step * (new - old)
 
 
 def _detached(tensor):

@@ -62,6 +62,13 @@ class MetaModel(
     Calling the model on plain inputs (`model(x)`, `model.predict(x)`) runs the
     learner with the meta-learned weights, before any adaptation.
 
+    BatchNormalization's moving statistics are warmed up in training: the
+    `n`-th meta-update moves them by `max(1 / n, 1 - momentum)` of the way to
+    the step's batch statistics, so the first `1 / (1 - momentum)` updates
+    average those with equal weights before the layer's exponential average
+    takes over (a meta-learner trains hundreds of steps, where Keras's
+    momentum 0.99 needs many more to forget the starting values).
+
     Args:
         learner: a built or buildable `keras.Model` (Sequential, functional or
             subclassed) mapping inputs to predictions.

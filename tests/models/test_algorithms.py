@@ -321,13 +321,15 @@ def test_per_step_bn_statistics_match_hand_computed_updates():
     model.train_on_batch(episodes)
     mean, variance = (keras.ops.convert_to_numpy(v) for v in model.step_statistics)
     # Slot 0: the support set's batch statistics at the meta-learned weights,
-    # averaged over the tasks, folded in with Keras's momentum (0.99).
+    # averaged over the tasks; the first update of a moving statistic takes
+    # the batch's value (`warmed_up_average`).
     hidden = episodes["support_x"] @ kernel + bias
+    # (float32: the update's rounding is scaled up by 1 / (1 - momentum).)
     np.testing.assert_allclose(
-        mean[0], 0.01 * hidden.mean(axis=1).mean(axis=0), atol=1e-5
+        mean[0], hidden.mean(axis=1).mean(axis=0), rtol=1e-5, atol=1e-5
     )
     np.testing.assert_allclose(
-        variance[0], 0.99 + 0.01 * hidden.var(axis=1).mean(axis=0), atol=1e-5
+        variance[0], hidden.var(axis=1).mean(axis=0), rtol=1e-5, atol=1e-5
     )
     # Slot 1: after one inner step the body has moved, so do the statistics.
     assert not np.allclose(mean[1], mean[0])
@@ -338,6 +340,48 @@ def test_per_step_bn_statistics_match_hand_computed_updates():
     )
     np.testing.assert_allclose(
         variance[2], keras.ops.convert_to_numpy(bn.moving_variance), atol=1e-6
+    )
+
+
+def test_moving_statistics_average_the_first_batches_then_follow_the_momentum():
+    import torch
+
+    from metakeras.models._trainer import warmed_up_average
+
+    rng = np.random.default_rng(3)
+    batches = rng.normal(size=(150, 4)).astype("float32")
+    moving, warmed = np.ones(4, "float32"), torch.ones(4)
+    for n, batch in enumerate(batches, start=1):
+        keras_update = 0.99 * warmed + 0.01 * torch.from_numpy(batch)
+        warmed = warmed_up_average(warmed, keras_update, 0.99, torch.tensor(n))
+        # The running mean of the batches so far (the start forgotten) for
+        # the first 100, then Keras's exponential average.
+        moving = batches[:n].mean(0) if n <= 100 else 0.99 * moving + 0.01 * batch
+        # float32: the update's rounding is scaled up by 1 / (1 - momentum).
+        np.testing.assert_allclose(warmed.numpy(), moving, rtol=1e-4, atol=1e-4)
+
+    # In a model: after one meta-batch the moving statistics are the query
+    # passes' batch statistics (averaged over the tasks), not 1% of them.
+    model = metakeras.MAML(bn_learner(), inner_steps=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=LOSS)
+    episodes = informative_episodes(tasks=3, seed=24)
+    kernel, bias = (
+        keras.ops.convert_to_numpy(w) for w in model.learner.get_layer("body").weights
+    )
+    model.train_on_batch(episodes)
+    hidden = episodes["query_x"] @ kernel + bias
+    bn = model.learner.get_layer("bn")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(bn.moving_mean),
+        hidden.mean(axis=1).mean(axis=0),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(bn.moving_variance),
+        hidden.var(axis=1).mean(axis=0),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
