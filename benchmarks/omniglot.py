@@ -270,6 +270,7 @@ def main(argv=None):
                 "meta_batches": budget.batches,
                 "tasks_seen": budget.batches * train["meta_batch_size"],
                 "train_setting": setting,
+                "seed": args.seed,
                 "test_steps": steps,
                 "zeroing": zeroing,
                 "transductive": transductive,
