@@ -37,11 +37,11 @@ class MAML(MetaModel):
     Dropout is active. During meta-training the query pass also uses the
     query set's batch statistics (the transductive setting of the MAML
     paper) and the moving statistics are updated with their mean over the
-    tasks of the meta-batch (warmed up, as `MetaModel` says). At evaluation (`evaluate`, `adapt_and_predict`
-    and the model returned by `adapt`) queries are predicted in inference
-    mode (moving statistics, no Dropout) unless `transductive_eval=True`,
-    which keeps batch statistics of the query set there too, as the MAML
-    reference code does.
+    tasks of the meta-batch (warmed up, as `MetaModel` says). At evaluation
+    (`evaluate`, `adapt_and_predict` and the model returned by `adapt`)
+    queries are predicted in inference mode (moving statistics, no Dropout)
+    unless `transductive_eval=True`, which keeps batch statistics of the
+    query set there too, as the MAML reference code does.
 
     Per-step statistics (`per_step_bn_statistics=True`, MAML++'s "BNRS",
     Antoniou et al., 2019): instead of one pair of moving statistics per
@@ -334,13 +334,13 @@ class MAML(MetaModel):
     def _state_variables(self):
         return super()._state_variables() + list(self.step_statistics)
 
-    def _state_momenta(self):
-        momenta = super()._state_momenta()
+    def _state_momenta(self, state):
+        momenta = super()._state_momenta(state)
         if not self.step_statistics:
             return momenta
         # Each per-step stack averages the statistic in its learner slot.
         count = len(momenta) - len(self.step_statistics)
-        return momenta[:count] + [momenta[i] for i in self._step_slots]
+        return (*momenta[:count], *(momenta[i] for i in self._step_slots))
 
     def _split_state(self, state):
         """`state` -> (the learner's state, the per-step stacks)."""
