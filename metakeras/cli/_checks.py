@@ -35,6 +35,11 @@ def positive_number(value):
     return is_number(value, positive=True, types=(int, float))
 
 
+def non_negative_number(value):
+    """Whether `value` is a finite number >= 0 (a bool is not)."""
+    return is_number(value, minimum=0, types=(int, float))
+
+
 def _flag_type(convert, valid, expected):
     """An argparse type: `convert(text)`, accepted when `valid(value)`.
 
@@ -64,6 +69,7 @@ def _flag_type(convert, valid, expected):
 parse_positive_int = _flag_type(int, positive_int, "a positive integer")
 parse_non_negative_int = _flag_type(int, non_negative_int, "an integer >= 0")
 parse_positive_number = _flag_type(float, positive_number, "a positive number")
+parse_non_negative_number = _flag_type(float, non_negative_number, "a number >= 0")
 parse_fraction = _flag_type(float, fraction, "a number in [0, 1)")
 parse_inner_optimizer = _flag_type(
     str.lower, lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"

@@ -16,6 +16,7 @@ from metakeras.cli._checks import (
     parse_fraction,
     parse_inner_optimizer,
     parse_non_negative_int,
+    parse_non_negative_number,
     parse_positive_int,
     parse_positive_number,
 )
@@ -214,6 +215,7 @@ _SETTING_TYPES = {
     "count": (parse_non_negative_int, "N"),
     "size": (parse_positive_int, "N"),
     "rate": (parse_positive_number, "X"),
+    "damping": (parse_non_negative_number, "X"),
     "flag": (parse_bool, "BOOL"),
     "optimizer": (parse_inner_optimizer, "NAME"),
 }

@@ -27,6 +27,7 @@ refuses it, the estimators ignore it):
 | `per_step_bn_statistics` | False | False | False | False | - | None | - | - | - | - | - | - | - | - |
 | `proximal_lambda` | - | - | - | - | - | - | 1.0 | - | - | - | - | - | - | - |
 | `cg_steps` | - | - | - | - | - | - | 5 | - | - | - | - | - | - | - |
+| `cg_damping` | - | - | - | - | - | - | 20.0 | - | - | - | - | - | - | - |
 | `transductive_eval` | False | False | False | False | False | False | False | False | False | False | False | False | False | False |
 | `zero_head` | False | False | False | False | False | False | False | - | - | - | - | - | - | - |
 
@@ -49,8 +50,9 @@ Why these values:
   annealing are the class's defaults (arguments of the model, not settings).
 - `imaml` (`IMAML`, Rajeswaran et al., 2019) solves a proximal inner
   problem with more, smaller steps than MAML and takes its meta-gradient
-  implicitly: it has no `first_order`; `proximal_lambda` and `cg_steps` are
-  its own settings; 5 conjugate-gradient steps as in the paper.
+  implicitly: it has no `first_order`; `proximal_lambda`, `cg_steps` and
+  `cg_damping` are its own settings; 5 conjugate-gradient steps as in the
+  paper, and a damped Hessian (20 on the diagonal) as in the authors' code.
 - `inner_optimizer` names a Keras optimizer (`"sgd"`, `"adam"`,
   `"rmsprop"`) whose update the inner loop differentiates through
   (`InnerLoop(optimizer=...)`); a configured optimizer object goes to the
@@ -361,6 +363,7 @@ _ALGORITHMS = {
                 "inner_learning_rate": {"classification": 0.1, "regression": 0.01},
                 "proximal_lambda": 1.0,
                 "cg_steps": 5,
+                "cg_damping": 20.0,
                 **_OTHER_DEFAULTS,
             },
         ),

@@ -23,6 +23,7 @@ _KINDS = {
     "count": (lambda v: is_int(v, 0), "an integer >= 0", int),
     "size": (lambda v: is_int(v, 1), "a positive integer", int),
     "rate": (lambda v: is_number(v, positive=True), "a positive number", float),
+    "damping": (lambda v: is_number(v, minimum=0), "a number >= 0", float),
     "flag": (lambda v: is_flag(v, types=(bool, np.bool_)), "true or false", bool),
     "optimizer": (
         _is_optimizer_name,
@@ -49,7 +50,8 @@ class Setting:
         name: the keyword, estimator parameter and configuration key; the
             command-line flag is the name with dashes (`--inner-steps`).
         kind: `"count"` (an integer >= 0), `"size"` (a positive integer),
-            `"rate"` (a positive number), `"flag"` (true or false) or
+            `"rate"` (a positive number), `"damping"` (a number >= 0),
+            `"flag"` (true or false) or
             `"optimizer"` (the name of an inner optimizer, `"sgd"`,
             `"adam"` or `"rmsprop"`).
         help: one line saying what it does.
@@ -173,6 +175,12 @@ SETTINGS = (
         "cg_steps",
         "size",
         "imaml: conjugate-gradient steps (Hessian-vector products) per task",
+    ),
+    Setting(
+        "cg_damping",
+        "damping",
+        "imaml: damping added to the Hessian's diagonal in the conjugate-gradient "
+        "system (0: undamped)",
     ),
     Setting(
         "transductive_eval",

@@ -72,7 +72,7 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
     Algorithm settings. `inner_steps`, `inner_learning_rate`, `first_order`,
     `inner_batch_size`, `inner_shuffle`, `inner_clipnorm`,
     `inner_global_clipnorm`, `inner_optimizer`, `per_step_bn_statistics`,
-    `proximal_lambda`, `cg_steps`, `transductive_eval`
+    `proximal_lambda`, `cg_steps`, `cg_damping`, `transductive_eval`
     and `zero_head` are the settings of `metakeras.models.registry`. `None`
     (their default) takes the algorithm's default for classification there
     (`metakeras.models.get(algorithm).defaults("classification")`). A
@@ -155,6 +155,8 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
             `None` (`1.0`).
         cg_steps: imaml's conjugate-gradient steps per task. Defaults to
             `None` (`5`).
+        cg_damping: imaml's damping of the Hessian in the conjugate-gradient
+            system. Defaults to `None` (`20.0`).
         transductive_eval: predict with batch statistics: the model's
             episodic evaluation does (`MetaModel`'s `transductive_eval`), and
             `predict`, `predict_proba` and `score` run the adapted model in training mode
@@ -231,6 +233,7 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         inner_optimizer=None,
         proximal_lambda=None,
         cg_steps=None,
+        cg_damping=None,
         transductive_eval=None,
         zero_head=None,
         validation_fraction=0.2,
@@ -263,6 +266,7 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         self.inner_optimizer = inner_optimizer
         self.proximal_lambda = proximal_lambda
         self.cg_steps = cg_steps
+        self.cg_damping = cg_damping
         self.transductive_eval = transductive_eval
         self.zero_head = zero_head
         self.validation_fraction = validation_fraction

@@ -97,6 +97,8 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
             `None` (`1.0`).
         cg_steps: imaml's conjugate-gradient steps per task. Defaults to
             `None` (`5`).
+        cg_damping: imaml's damping of the Hessian in the conjugate-gradient
+            system. Defaults to `None` (`20.0`).
         transductive_eval: predict with batch statistics: the model's
             episodic evaluation does (`MetaModel`'s `transductive_eval`), and
             `predict` and `score` run the adapted model in training mode
@@ -158,6 +160,7 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
         inner_optimizer=None,
         proximal_lambda=None,
         cg_steps=None,
+        cg_damping=None,
         transductive_eval=None,
         zero_head=None,
     ):
@@ -188,6 +191,7 @@ class MetaRegressor(RegressorMixin, _MetaEstimatorBase):
         self.inner_optimizer = inner_optimizer
         self.proximal_lambda = proximal_lambda
         self.cg_steps = cg_steps
+        self.cg_damping = cg_damping
         self.transductive_eval = transductive_eval
         self.zero_head = zero_head
 

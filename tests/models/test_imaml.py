@@ -65,6 +65,37 @@ def test_implicit_meta_gradient_of_a_quadratic_inner_problem():
     torch.testing.assert_close(got, reference, rtol=1e-10, atol=1e-12)
 
 
+def test_damping_keeps_an_indefinite_system_solvable():
+    # A support Hessian with an eigenvalue of -1.9 next to lambda = 2: the
+    # exact system I + H / lambda has an eigenvalue of 0.05, amplifying the
+    # query gradient 20-fold along it. Damped, the solution is
+    # lambda (H + (lambda + delta) I)^-1 q, bounded by lambda / (lambda +
+    # delta - 1.9) |q|.
+    n, delta = 5, 20.0
+    generator = torch.Generator().manual_seed(3)
+    q_, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    eigenvalues = torch.tensor([-1.9, -0.5, 0.3, 4.0, 9.0], dtype=torch.float64)
+    h = (q_ @ torch.diag(eigenvalues) @ q_.T).to(DEVICE)
+    phi = torch.randn(n, generator=generator, dtype=torch.float64).to(DEVICE)
+    query = torch.randn(n, generator=generator, dtype=torch.float64).to(DEVICE)
+
+    def support(w, index=None):
+        return 0.5 * w[0] @ h @ w[0]
+
+    eye = torch.eye(n, dtype=torch.float64, device=DEVICE)
+    (exact,) = _implicit_gradient(support, [phi], [query], LAMBDA, cg_steps=n)
+    torch.testing.assert_close(
+        exact, LAMBDA * torch.linalg.solve(h + LAMBDA * eye, query)
+    )
+    assert exact.norm() > 5 * query.norm()
+    (damped,) = _implicit_gradient(
+        support, [phi], [query], LAMBDA, cg_steps=n, cg_damping=delta
+    )
+    want = LAMBDA * torch.linalg.solve(h + (LAMBDA + delta) * eye, query)
+    torch.testing.assert_close(damped, want, rtol=1e-10, atol=1e-12)
+    assert damped.norm() <= LAMBDA / (LAMBDA + delta - 1.9) * query.norm()
+
+
 def linear_tasks(tasks=2, features=3, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(tasks, 14, features)).astype("float32")
@@ -78,9 +109,11 @@ def linear_tasks(tasks=2, features=3, seed=0):
     }
 
 
-def test_model_meta_gradient_equals_the_closed_form_of_linear_regression():
+@pytest.mark.parametrize("damping", [0.0, 3.0])
+def test_model_meta_gradient_equals_the_closed_form_of_linear_regression(damping):
     # A linear learner with the MSE: the support loss is quadratic,
-    # A = 2 X'X / n, b = 2 X'y / n, and the closed form above applies.
+    # A = 2 X'X / n, b = 2 X'y / n, and the closed form above applies, the
+    # damping added to A in the linear system only.
     episodes = linear_tasks()
     keras.utils.set_random_seed(0)
     learner = keras.Sequential(
@@ -92,6 +125,7 @@ def test_model_meta_gradient_equals_the_closed_form_of_linear_regression():
         inner_learning_rate=0.1,
         proximal_lambda=LAMBDA,
         cg_steps=3,
+        cg_damping=damping,
     )
     model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
     theta = learner.get_weights()[0].astype("float64")
@@ -108,7 +142,8 @@ def test_model_meta_gradient_equals_the_closed_form_of_linear_regression():
         eye = np.eye(3)
         phi = np.linalg.solve(a + LAMBDA * eye, b + LAMBDA * theta)
         query_gradient = 2 * qx.T @ (qx @ phi - qy) / len(qx)
-        want += LAMBDA * np.linalg.solve(a + LAMBDA * eye, query_gradient) / 2
+        system = a + (LAMBDA + damping) * eye
+        want += LAMBDA * np.linalg.solve(system, query_gradient) / 2
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
@@ -136,6 +171,7 @@ def test_imaml_learns_adapts_and_round_trips(tmp_path):
         inner_learning_rate=0.3,
         proximal_lambda=0.5,
         cg_steps=3,
+        cg_damping=1.5,
         inner_optimizer="sgd",
     )
     model.compile(
@@ -151,6 +187,7 @@ def test_imaml_learns_adapts_and_round_trips(tmp_path):
     assert after["loss"] < before["loss"]
     config = model.get_config()
     assert (config["proximal_lambda"], config["cg_steps"]) == (0.5, 3)
+    assert config["cg_damping"] == 1.5
     assert "first_order" not in config
     model.save(tmp_path / "imaml.keras")
     loaded = keras.models.load_model(tmp_path / "imaml.keras")
@@ -192,6 +229,7 @@ def test_evaluation_is_the_same_vectorized_and_task_by_task():
     [
         ({"proximal_lambda": 0}, "`proximal_lambda` must be a positive finite"),
         ({"cg_steps": 0}, "`cg_steps`"),
+        ({"cg_damping": -1.0}, r"`cg_damping` must be a finite number >= 0\. .*-1\.0"),
         ({"adapt_layers": ["head"]}, r"IMAML does not take adapt_layers=\['head'\]"),
         ({"per_step_learning_rates": True}, "no gradient reaches the inner rates"),
         ({"multi_step_loss_epochs": 2}, "multi_step_loss_epochs=2"),
