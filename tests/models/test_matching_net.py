@@ -39,30 +39,53 @@ def episodes(tasks=2, ways=3, shots=2, queries=3, seed=0):
     }
 
 
-def hand_probabilities(query, support, labels, ways, scale):
-    q = query / np.linalg.norm(query, axis=1, keepdims=True)
-    s = support / np.linalg.norm(support, axis=1, keepdims=True)
-    attention = np.exp(scale * q @ s.T)
+def hand_probabilities(query, support, labels, ways, scale, distance="cosine"):
+    if distance == "euclidean":
+        squared = ((query[:, None] - support[None]) ** 2).sum(-1)
+        attention = np.exp(-scale * (squared - squared.min(1, keepdims=True)))
+    else:
+        q = query / np.linalg.norm(query, axis=1, keepdims=True)
+        s = support / np.linalg.norm(support, axis=1, keepdims=True)
+        attention = np.exp(scale * q @ s.T)
     attention /= attention.sum(1, keepdims=True)
     return np.stack([attention[:, labels == c].sum(1) for c in range(ways)], 1)
 
 
-def test_logits_are_the_papers_attention_probabilities():
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_logits_are_the_papers_attention_probabilities(distance):
     rng = np.random.default_rng(0)
     query, support = rng.normal(size=(5, 6)), rng.normal(size=(8, 6))
     labels = np.array([0, 1, 2, 3, 0, 1, 2, 3])
     logits = matching_logits(
-        torch.tensor(query), torch.tensor(support), torch.tensor(labels), 4, scale=3.0
+        torch.tensor(query),
+        torch.tensor(support),
+        torch.tensor(labels),
+        4,
+        scale=0.3,
+        distance=distance,
     ).numpy()
     probabilities = np.exp(logits - logits.max(1, keepdims=True))
     probabilities /= probabilities.sum(1, keepdims=True)
-    expected = hand_probabilities(query, support, labels, 4, 3.0)
+    expected = hand_probabilities(query, support, labels, 4, 0.3, distance)
     np.testing.assert_allclose(probabilities, expected, rtol=1e-6)
 
 
-def test_training_adapting_and_saving(tmp_path):
+def test_euclidean_attention_goes_from_class_sizes_to_the_nearest_neighbour():
+    rng = np.random.default_rng(1)
+    query, support = rng.normal(size=(20, 3)), rng.normal(size=(7, 3))
+    labels = np.array([0, 0, 0, 0, 1, 1, 2])
+    args = (torch.tensor(query), torch.tensor(support), torch.tensor(labels), 3)
+    sharp = matching_logits(*args, scale=1e4, distance="euclidean").numpy()
+    nearest = ((query[:, None] - support[None]) ** 2).sum(-1).argmin(1)
+    np.testing.assert_array_equal(sharp.argmax(1), labels[nearest])
+    flat = matching_logits(*args, scale=1e-9, distance="euclidean").numpy()
+    np.testing.assert_allclose(flat - flat[:, :1], np.log([[1, 0.5, 0.25]] * 20))
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_training_adapting_and_saving(tmp_path, distance):
     keras.utils.set_random_seed(0)
-    model = MatchingNet(embedding(), scale=5.0)
+    model = MatchingNet(embedding(), scale=5.0, distance=distance)
     model.compile("adam", LOSS, metrics=["accuracy"])
     batch = episodes()
     first = model.train_on_batch(batch)[0]
@@ -76,7 +99,7 @@ def test_training_adapting_and_saving(tmp_path):
         return np.maximum(x @ weights[0] + weights[1], 0) @ weights[2] + weights[3]
 
     sx, sy, qx = (batch[k][0] for k in ("support_x", "support_y", "query_x"))
-    expected = hand_probabilities(embed(qx), embed(sx), sy, 3, 5.0)
+    expected = hand_probabilities(embed(qx), embed(sx), sy, 3, 5.0, distance)
     logits = model.adapt_and_predict(sx[None], sy[None], qx[None])[0]
     got = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
@@ -88,6 +111,7 @@ def test_training_adapting_and_saving(tmp_path):
     model.save(tmp_path / "m.keras")
     restored = keras.models.load_model(tmp_path / "m.keras")
     assert isinstance(restored, MatchingNet) and restored.scale == 5.0
+    assert restored.distance == distance
     np.testing.assert_allclose(
         restored.adapt_and_predict(sx[None], sy[None], qx[None])[0], logits, rtol=1e-5
     )

@@ -34,21 +34,30 @@ def test_defaults_fall_back_to_the_rows_where_meta_training_does_not_help(tmp_pa
     assert set(clf.validation_classes_) < set(range(6))
     assert set(clf.validation_scores_) == {
         "meta-trained",
-        "nearest class mean",
-        "nearest class mean, CL2N",
+        "soft nearest neighbours",
+        "soft nearest neighbours, CL2N",
     }
-    assert clf.selected_ in ("nearest class mean", "nearest class mean, CL2N")
-    best = max(clf.validation_scores_.values())
-    assert clf.validation_scores_[clf.selected_] == best
-    # The fallback classifies new classes exactly as the nearest class mean
-    # of the (transformed) rows does.
+    assert clf.selected_ in ("soft nearest neighbours", "soft nearest neighbours, CL2N")
+    assert (
+        clf.validation_scores_[clf.selected_] > clf.validation_scores_["meta-trained"]
+    )
+    # The fallback classifies new classes as a Gaussian kernel over the
+    # (transformed) support rows does, its width a tenth of the median squared
+    # distance between training rows.
+    trained = seen & ~np.isin(y, clf.validation_classes_)
+    rows = X.astype("float64")
+    if clf.selected_.endswith("CL2N"):
+        centred = rows - rows[trained].mean(0)
+        rows = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    squared = ((rows[trained][:, None] - rows[trained][None]) ** 2).sum(-1)
+    median = np.median(squared[np.triu_indices(int(trained.sum()), 1)])
+    np.testing.assert_allclose(clf.model_.scale, 1 / (0.1 * median), rtol=0.05)
     support, others = _few_shot_split(y, [6, 7, 8, 9], 5, np.random.default_rng(0))
     clf.adapt(X[support], y[support])
-    rows = X.astype("float32")
-    if clf.selected_.endswith("CL2N"):
-        centred = rows - rows[seen & (~np.isin(y, clf.validation_classes_))].mean(0)
-        rows = centred / np.linalg.norm(centred, axis=1, keepdims=True)
-    expected = NearestCentroid().fit(rows[support], y[support]).predict(rows[others])
+    distances = ((rows[others][:, None] - rows[support][None]) ** 2).sum(-1)
+    kernel = np.exp(-clf.model_.scale * (distances - distances.min(1, keepdims=True)))
+    votes = np.stack([kernel[:, y[support] == c].sum(1) for c in range(6, 10)], 1)
+    expected = votes.argmax(1) + 6
     np.testing.assert_array_equal(clf.predict(X[others]), expected)
     assert clf.n_outputs_ is None
     restored = pickle.loads(pickle.dumps(clf))
@@ -69,7 +78,7 @@ def test_meta_trained_model_is_kept_where_it_beats_the_rows():
     clf = MetaClassifier(epochs=30, random_state=0).fit(X, y)
     scores = clf.validation_scores_
     assert clf.selected_ == "meta-trained"
-    assert scores["meta-trained"] > scores["nearest class mean"] + 0.2
+    assert scores["meta-trained"] > scores["soft nearest neighbours"] + 0.2
     # The held-out classes were never trained on, yet the model knows them.
     assert len(clf.validation_classes_) == 2
     X_new, y_new = _noisy_classes(seed=1)
