@@ -7,6 +7,8 @@ collected (calling `on_epoch_end()` between passes, as Keras does), and
 `collect_episodes` freezes them into arrays.
 """
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -126,10 +128,14 @@ def _trim(batch, count):
     return _Batch([a[:count] for a in batch.arrays], info)
 
 
-def _iter_batches(tasks, episodes):
-    """Yields `_Batch`es from a task source until `episodes` are drawn."""
+def _iter_batches(tasks, episodes, up_to=False):
+    """Yields `_Batch`es from a task source until `episodes` are drawn.
+
+    With `up_to`, a `PyDataset` that gives the same episodes on every pass
+    ends after its distinct episodes (with a warning) instead of raising.
+    """
     if isinstance(tasks, keras.utils.PyDataset):
-        yield from _iter_dataset(tasks, episodes)
+        yield from _iter_dataset(tasks, episodes, up_to)
         return
     if isinstance(tasks, dict) or (
         isinstance(tasks, (tuple, list)) and len(tasks) == 4
@@ -153,7 +159,7 @@ def _iter_batches(tasks, episodes):
     )
 
 
-def _iter_dataset(tasks, episodes):
+def _iter_dataset(tasks, episodes, up_to=False):
     try:
         num_batches = tasks.num_batches
     except NotImplementedError:
@@ -177,6 +183,14 @@ def _iter_dataset(tasks, episodes):
                 if first is None:
                     first = batch
                 elif _same_episodes(first, batch):
+                    if up_to:
+                        warnings.warn(
+                            f"`tasks` ({type(tasks).__name__}) gives the same "
+                            f"{drawn} episodes on every pass, fewer than "
+                            f"{episodes}: scored those {drawn}.",
+                            stacklevel=4,
+                        )
+                        return
                     raise ValueError(
                         f"`tasks` ({type(tasks).__name__}) gives the same "
                         f"{drawn} episodes on every pass (on_epoch_end() draws "

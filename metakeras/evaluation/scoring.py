@@ -92,7 +92,9 @@ def evaluate_episodes(
             or a dict (or tuple) of arrays in the episode contract.
         episodes: number of episodes to score, `None` for every episode of
             one pass over `tasks`, or `"auto"`: 600 (the papers' protocol)
-            from a `PyDataset`, every episode of a single episode batch.
+            from a `PyDataset` (all of its distinct episodes, with a
+            warning, where it repeats fewer on every pass), every episode
+            of a single episode batch.
             Defaults to `"auto"`.
         inner_steps: inner gradient steps, for models with an inner loop:
             an integer, a list of integers, or `None` for `0, 1, ...,
@@ -308,7 +310,8 @@ def _run(
     verbose,
 ):
     """Scores `models` (a dict) on the same episodes; their `EpisodeResults`."""
-    if isinstance(episodes, str) and episodes == "auto":
+    up_to = isinstance(episodes, str) and episodes == "auto"
+    if up_to:
         episodes = 600 if isinstance(tasks, keras.utils.PyDataset) else None
     episodes = _check_episodes(episodes)
     verbose = resolve_verbose(verbose)
@@ -319,7 +322,7 @@ def _run(
         _check_model(model, name, allow_untrained)
         settings, headline = _resolve_steps(steps[key], model, name, strict_steps)
         scorers.append(_Scorer(name, model, settings, headline, options))
-    info = _score_batches(scorers, tasks, episodes, verbose)
+    info = _score_batches(scorers, tasks, episodes, verbose, up_to)
     return {key: s.result(info) for key, s in zip(models, scorers)}
 
 
@@ -342,15 +345,18 @@ def _options(metrics, task, from_logits, batch_size, seed):
     }
 
 
-def _score_batches(scorers, tasks, episodes, verbose):
+def _score_batches(scorers, tasks, episodes, verbose, up_to=False):
     """Hands each batch drawn from `tasks` to every scorer, with a progress bar.
+
+    `up_to`: stop early, with a warning, at the distinct episodes of a
+    source that repeats them (`episodes="auto"`).
 
     Returns the per-episode info (`classes`, `rotations`) the batches carry.
     """
     offset = 0
     info = []
     bar = progress_bar(verbose, episodes, "episode")
-    for batch_number, batch in enumerate(_iter_batches(tasks, episodes)):
+    for batch_number, batch in enumerate(_iter_batches(tasks, episodes, up_to)):
         values = []
         for scorer in scorers:
             values += scorer.update(batch, offset, batch_number, len(scorers) > 1)
@@ -358,7 +364,7 @@ def _score_batches(scorers, tasks, episodes, verbose):
         offset += len(batch)
         if bar is not None:
             bar.update(offset, values=values)
-    if bar is not None and episodes is None:
+    if bar is not None and (episodes is None or offset < episodes):
         bar.update(offset, values=[], finalize=True)
     # Recorded only when every batch has it.
     return {

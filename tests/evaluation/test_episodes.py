@@ -123,3 +123,11 @@ def test_auto_episodes_scores_a_whole_batch_and_600_from_a_source():
         evaluate_episodes(PreparedModel({None: labels}), source, verbose=0).episodes
         == 600
     )
+    # A source with fewer distinct episodes than 600 (one, here) is scored
+    # whole, with a warning; an explicit count still asks for that many.
+    one = EpisodeSource(batches=1, tasks=1, ways=3, resample=False)
+    with pytest.warns(UserWarning, match=r"same 1 episodes on every pass.*scored"):
+        result = evaluate_episodes(PreparedModel({None: labels[:1]}), one, verbose=0)
+    assert result.episodes == 1
+    with pytest.raises(ValueError, match=r"same 1 episodes on every pass"):
+        evaluate_episodes(PreparedModel({None: labels}), one, episodes=600)

@@ -171,3 +171,32 @@ def test_fit_auto_verbosity_is_one_line_per_epoch_off_a_terminal(capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert len(lines) == 4, lines  # "Epoch i/2" and one summary line per epoch
     assert lines[1].startswith("20/20")
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "protonet"])
+def test_conv_learners_refuse_images_without_their_channel_axis(algorithm):
+    # Torch would read 6 images of 16x16 as one 6-channel image.
+    keras.utils.set_random_seed(0)
+    outputs = 3 if algorithm == "maml" else None
+    learner = metakeras.models.conv4(
+        input_shape=(1, 16, 16), outputs=outputs, filters=4
+    )
+    model = compiled(metakeras.models.get(algorithm).create(learner, "classification"))
+    rng = np.random.default_rng(0)
+    batch = {
+        "support_x": rng.random((2, 6, 1, 16, 16), dtype="float32"),
+        "support_y": np.tile(np.repeat(np.arange(3), 2), (2, 1)),
+        "query_x": rng.random((2, 6, 1, 16, 16), dtype="float32"),
+        "query_y": np.tile(np.repeat(np.arange(3), 2), (2, 1)),
+    }
+    model.train_on_batch(batch)
+    flat = {k: v[:, :, 0] if k.endswith("_x") else v for k, v in batch.items()}
+    message = r"feature shape \(16, 16\), but the learner expects inputs of shape \(1, 16, 16\)"
+    with pytest.raises(ValueError, match=message):
+        model.adapt(flat["support_x"][0], flat["support_y"][0])
+    with pytest.raises(ValueError, match=message):
+        model.adapt_and_predict(flat["support_x"], flat["support_y"], flat["query_x"])
+    with pytest.raises(ValueError, match=message):
+        metakeras.evaluation.evaluate_episodes(model, flat, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model.fit(flat, batch_size=2, verbose=0)
