@@ -42,7 +42,8 @@ FAST = os.environ.get("METAKERAS_TUTORIAL_FAST") == "1"
 OUTPUT = os.environ.get("METAKERAS_TUTORIAL_OUTPUT", "tutorial_output")
 os.makedirs(OUTPUT, exist_ok=True)
 
-# Tiny budgets when the test suite runs the tutorials; a few minutes otherwise.
+# Tiny budgets when the test suite runs the tutorials; about 40 s on 2 cores
+# otherwise.
 STEPS = 20 if FAST else 2000  # meta-training steps (meta-batches of 25 tasks)
 PRUNE_STEPS = 10 if FAST else 1000  # further steps while pruning
 EPISODES = 50 if FAST else 600  # evaluation tasks
