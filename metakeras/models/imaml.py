@@ -43,9 +43,9 @@ class IMAML(MAML):
     definite for eigenvalues above `-(proximal_lambda + cg_damping)` and
     turns the meta-gradient towards the query gradient (first-order) as
     `cg_damping` grows; `cg_damping=0` solves the exact system. The inner
-    steps run without a
-    graph, so memory does not grow with `inner_steps` (second-order MAML's
-    does), and the inner loop may take many steps or any inner optimizer.
+    steps run without a graph, so memory does not grow with `inner_steps`
+    (second-order MAML's does), and the inner loop may take many steps or
+    any inner optimizer.
 
     Training runs the tasks of a meta-batch one after another (one support
     graph at a time for the Hessian-vector products); evaluation and
@@ -76,8 +76,7 @@ class IMAML(MAML):
 
     Raises:
         ValueError: for an invalid `proximal_lambda`, `cg_steps` or
-            `cg_damping`, or a
-            MAML option iMAML does not take.
+            `cg_damping`, or a MAML option iMAML does not take.
 
     Example:
 
@@ -228,9 +227,7 @@ class IMAML(MAML):
 def _implicit_gradient(
     support_loss, fast, query_gradients, proximal_lambda, cg_steps, cg_damping=0.0
 ):
-    """Solves `(I + (H + cg_damping I) / proximal_lambda) g = query_gradients`.
-
-    By conjugate gradient.
+    """Solves `(I + (H + cg_damping I) / proximal_lambda) g = query_gradients` by CG.
 
     `H` is the Hessian of `support_loss` at `fast`, applied as
     Hessian-vector products (double backward through one support graph,

@@ -4,7 +4,12 @@ import keras
 import torch
 
 from metakeras._checks import check_choice
-from metakeras.models.protonet import DISTANCES, ProtoNet, _EmbeddingClassifier
+from metakeras.models.protonet import (
+    DISTANCES,
+    ProtoNet,
+    _EmbeddingClassifier,
+    prototype_logits,
+)
 
 
 def matching_logits(
@@ -43,17 +48,8 @@ def matching_logits(
     >>> logits.argmax(-1).tolist()
     [0, 1]
     """
-    if distance == "euclidean":
-        squared = (
-            torch.sum(embeddings**2, -1, keepdim=True)
-            - 2 * embeddings @ support.T
-            + torch.sum(support**2, -1)
-        )
-        attention = -scale * squared
-    else:
-        q = embeddings / (embeddings.norm(dim=-1, keepdim=True) + 1e-8)
-        s = support / (support.norm(dim=-1, keepdim=True) + 1e-8)
-        attention = scale * q @ s.T
+    # Every support example scored as a prototype of its own.
+    attention = prototype_logits(embeddings, support, distance, scale)
     # Comparison with arange (not one_hot) so that it works under vmap.
     members = support_y[:, None] == torch.arange(ways, device=support_y.device)
     masked = attention[:, :, None].masked_fill(~members[None], float("-inf"))
@@ -66,9 +62,10 @@ class MatchingNet(ProtoNet):
 
     A query is labelled by attention over the support set: the softmax of
     its cosine similarity (or negative squared distance) to each support
-    example's embedding, summed per class (`matching_logits`). Like ProtoNet it has no inner loop, and
-    meta-training shapes the embedding for this classifier; unlike ProtoNet
-    every support example counts on its own, not through its class mean.
+    example's embedding, summed per class (`matching_logits`). Like
+    ProtoNet it has no inner loop, and meta-training shapes the embedding
+    for this classifier; unlike ProtoNet every support example counts on
+    its own, not through its class mean.
     The full-context embeddings of the paper (LSTMs reading the whole
     support set) are not included. Episodes, label checks, BatchNormalization
     (`transductive_eval`) and `adapt` work as in `ProtoNet`.
