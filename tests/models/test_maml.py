@@ -116,7 +116,7 @@ def test_meta_training_beats_pooled_baseline():
     result = run_demo(
         seed=0,
         epochs=1,
-        steps_per_epoch=1500,
+        steps_per_epoch=800,
         eval_tasks=200,
         shots=(5,),
         eval_steps=(10,),
