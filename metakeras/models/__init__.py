@@ -6,7 +6,7 @@ reproduce the README's results in `metakeras.models.presets`.
 """
 
 from metakeras.models import presets, registry
-from metakeras.models._pretraining import head_logits
+from metakeras.models._pretraining import cosine_scale, head_logits
 from metakeras.models.anil import ANIL
 from metakeras.models.baseline import (
     Baseline,
@@ -68,6 +68,7 @@ __all__ = [
     "available",
     "cl2n",
     "conv4",
+    "cosine_scale",
     "fit_head",
     "get",
     "head_logits",

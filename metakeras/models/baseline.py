@@ -359,10 +359,11 @@ class BaselinePlusPlus(Baseline):
 
     Args:
         learner: a `keras.Model` mapping inputs to embeddings `(batch, d)`.
-        scale: the cosine similarities' multiplier, or `None` for Chen et
-            al.'s choice per head: 2 up to 200 classes, 10 above (so 10 for
-            the pretraining head over many base classes, 2 for a task's
-            head). Defaults to `None`.
+        scale: the cosine similarities' multiplier, or `None` for a
+            choice per head by its number of classes (`cosine_scale`: 2 up
+            to 200 classes, as for a task's head, 10 up to 1,000 and 30
+            above, for the pretraining head over many base classes).
+            Defaults to `None`.
         learn_scale: train the pretraining head's scale with the embedding
             (each task's head keeps `scale`). Defaults to `False`.
         **kwargs: `num_classes`, `adapt_steps`, `adapt_learning_rate`,

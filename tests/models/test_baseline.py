@@ -13,6 +13,7 @@ from metakeras.models import (
     Baseline,
     BaselinePlusPlus,
     HeadClassifier,
+    cosine_scale,
     fit_head,
     head_logits,
 )
@@ -40,6 +41,24 @@ def test_head_logits_are_the_linear_and_the_scaled_cosine_scores():
         [[4 * u @ v / np.linalg.norm(u) / np.linalg.norm(v) for v in w] for u in x]
     )
     np.testing.assert_allclose(cosine, expected, rtol=1e-6)
+
+
+def test_cosine_scale_grows_with_the_number_of_classes():
+    # NormFace's bound log(9 (C - 1)) for a 0.9 probability: 10 is enough for
+    # 1,000 classes, not for Omniglot's 3,856 rotated background classes.
+    assert [cosine_scale(n) for n in (5, 200, 201, 1000, 1001, 3856)] == [
+        2.0,
+        2.0,
+        10.0,
+        10.0,
+        30.0,
+        30.0,
+    ]
+    assert math.log(9 * 999) < 10.0 < math.log(9 * 3855) < 30.0
+    model = BaselinePlusPlus(embedding(), num_classes=3856)
+    assert float(model.head_scale.numpy()) == 30.0
+    assert model._task_scale(20) == 2.0
+    assert BaselinePlusPlus(embedding(), scale=5.0)._task_scale(20) == 5.0
 
 
 @pytest.mark.parametrize("head", ["linear", "cosine"])
