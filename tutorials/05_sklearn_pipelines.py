@@ -174,8 +174,9 @@ print(results.to_string(index=False))
 # of the rows themselves there (soft nearest neighbours: a Gaussian kernel
 # over the support rows), by 5 points and beyond the 95% confidence
 # interval, the estimator keeps that simpler classifier (`selected_` says
-# which, `validation_scores_` what each scored). On digits, with only 6 classes to learn from, no
-# embedding we trained beat the raw pixels on new digits, and the check
+# which, `validation_scores_` what each scored). On digits, with only 6
+# classes to learn from, no embedding we trained beat the raw pixels on new
+# digits, and the check
 # finds that out; over 100 support draws the kernel beats 1-NN on 5 shots
 # (0.930 vs 0.923) and equals it on 1 shot (`benchmarks/estimators.py`). On
 # Omniglot's 964 characters as rows the meta-trained model wins by 16 to 28

@@ -49,8 +49,9 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
     and L2 normalisation (CL2N, as SimpleShot treats features) where that
     scores higher by at least 5 points and beyond the 95% confidence
     interval of the paired difference. The meta-trained model is kept only
-    if it beats the rows classifier the same way; otherwise `model_` becomes a `MatchingNet`
-    over those rows (`distance="euclidean"`, no weights to train).
+    if it beats the rows classifier the same way; otherwise `model_`
+    becomes a `MatchingNet` over those rows (`distance="euclidean"`, no
+    weights to train).
     `selected_` names the choice and `validation_scores_` holds the three
     accuracies. `warm_start` and `partial_fit` continue
     meta-training on every class without the check (a model that fell
@@ -444,9 +445,8 @@ class MetaClassifier(ClassifierMixin, _MetaEstimatorBase):
         squared distance between training rows. The simpler model wins
         unless the other scores higher by `_MARGIN` and beyond the 95%
         confidence interval of the paired difference: CL2N against the raw
-        rows, then the
-        meta-trained model against the rows kept; where the rows win,
-        `model_` becomes that `MatchingNet` (no weights to train).
+        rows, then the meta-trained model against the rows kept; where the
+        rows win, `model_` becomes that `MatchingNet` (no weights to train).
 
         Args:
             X: the held-out classes' rows.
