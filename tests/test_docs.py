@@ -18,6 +18,7 @@ import os
 import pathlib
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -27,6 +28,8 @@ from PIL import Image, ImageDraw
 
 from metakeras import cli
 from metakeras.cli._config import read_config_file, resolve_config
+from metakeras.datasets import omniglot
+from metakeras.datasets._files import keras_home
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REAL_OMNIGLOT = ROOT.parent / "shared" / "data" / "omniglot"
@@ -84,6 +87,22 @@ def _omniglot_like(folder):
     return folder
 
 
+def _seed_omniglot_cache(home):
+    """Links the decoded real Omniglot into the fresh Keras home's cache.
+
+    Decoding the archives takes ~11 s (tests/datasets checks it); without
+    this, the first block to load Omniglot would pay it in every run.
+    """
+    *_, info = omniglot.load_data(REAL_OMNIGLOT)
+    cache = pathlib.Path(info["cache_path"])
+    target = home / cache.relative_to(keras_home())
+    target.parent.mkdir(parents=True)
+    try:
+        os.link(cache, target)
+    except OSError:  # another file system
+        shutil.copyfile(cache, target)
+
+
 @pytest.fixture(scope="module")
 def fresh_user(tmp_path_factory):
     """The environment of a user whose Keras was configured for TensorFlow."""
@@ -91,6 +110,7 @@ def fresh_user(tmp_path_factory):
     (home / "keras.json").write_text(json.dumps({"backend": "tensorflow"}))
     if REAL_OMNIGLOT.is_dir():
         data = REAL_OMNIGLOT.parent
+        _seed_omniglot_cache(home)
     else:
         data = tmp_path_factory.mktemp("data")
         _omniglot_like(data / "omniglot")
