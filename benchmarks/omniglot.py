@@ -97,6 +97,9 @@ def preset_for(args):
     """The public preset behind a run (`metakeras.models.presets`), with the
     command line's overrides."""
     preset = presets.get(f"{args.algorithm}-omniglot")
+    if args.final_relu is not None:
+        learner = dict(preset.learner, final_relu=args.final_relu == "on")
+        preset = dataclasses.replace(preset, learner=learner)
     algorithm = registry.get(args.algorithm)
     if algorithm.pretrains:
         return preset
@@ -190,6 +193,13 @@ def main(argv=None):
         help="mamlpp: meta-batches of the cosine annealing (default 10,000)",
     )
     parser.add_argument(
+        "--final-relu",
+        choices=("on", "off"),
+        default=None,
+        help="conv4's ReLU after its last block (default: the preset's; off "
+        "for the pretrained baselines, on for the others)",
+    )
+    parser.add_argument(
         "--no-zeroing",
         action="store_true",
         help="MAML family: train the head (no zeroing trick)",
@@ -228,6 +238,10 @@ def main(argv=None):
     if "first_order_epochs" in preset.inner:
         first = preset.inner["first_order_epochs"] * sampler.steps
         setting = f"{setting}, first order for {first}"
+    if not preset.learner.get("final_relu", True):
+        setting = f"{setting}, no final ReLU"
+    if preset.optimizer != "adam":
+        setting = f"{setting}, {preset.optimizer}"
     rows = []
     for ways, transductive in [(5, True), (20, True), (5, False), (20, False)]:
         if maml and ways != 5 and not zeroing:

@@ -2,7 +2,7 @@
 
 import keras
 
-from metakeras._checks import check_choice, check_int
+from metakeras._checks import check_choice, check_flag, check_int
 from metakeras.layers import BatchNormalization, Conv2D, MaxPooling2D
 
 DATA_FORMATS = ("channels_first", "channels_last")
@@ -15,6 +15,7 @@ def conv4(
     outputs=None,
     filters=64,
     data_format="channels_first",
+    final_relu=True,
     name="conv4",
 ):
     """Builds the standard "Conv-4" learner of MAML and Prototypical Networks.
@@ -51,6 +52,11 @@ def conv4(
         filters: channels of every convolution. Defaults to `64`.
         data_format: `"channels_first"` or `"channels_last"`. Defaults to
             `"channels_first"`.
+        final_relu: end the last block with its ReLU. `False` leaves the
+            embedding its negative values (the pooled BatchNormalization
+            outputs), which the classifiers pretrained on all base classes
+            (SimpleShot, Baseline, Baseline++) learn faster with and compare
+            better by distance (`benchmarks/README.md`). Defaults to `True`.
         name: model name. Defaults to `"conv4"`.
 
     Returns:
@@ -80,6 +86,7 @@ def conv4(
             "fewer poolings."
         )
     check_int("outputs", outputs, none=True, echo_name=False, types=int)
+    check_flag("final_relu", final_relu)
     axis = 1 if data_format == "channels_first" else -1
     layers = [keras.Input(tuple(input_shape))]
     for block in range(4):
@@ -89,8 +96,9 @@ def conv4(
             ),
             BatchNormalization(axis=axis, name=f"bn{block}"),
             MaxPooling2D(2, data_format=data_format, name=f"pool{block}"),
-            keras.layers.ReLU(name=f"relu{block}"),
         ]
+        if block < 3 or final_relu:
+            layers.append(keras.layers.ReLU(name=f"relu{block}"))
     layers.append(keras.layers.Flatten(name="flatten"))
     if outputs is not None:
         layers.append(keras.layers.Dense(outputs, name="head"))

@@ -293,6 +293,25 @@ def test_conv4_layout_and_shapes():
     assert metakeras.models.conv4(input_shape=(1, 16, 16)).output_shape == (None, 64)
 
 
+def test_conv4_without_its_final_relu_keeps_the_pooled_normalised_values():
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(8, 1, 16, 16)).astype("float32")
+    with_relu = metakeras.models.conv4(input_shape=(1, 16, 16))
+    without = metakeras.models.conv4(input_shape=(1, 16, 16), final_relu=False)
+    assert "relu3" not in [layer.name for layer in without.layers]
+    without.set_weights(with_relu.get_weights())
+    raw = keras.ops.convert_to_numpy(without(x, training=True))
+    np.testing.assert_allclose(
+        np.maximum(raw, 0),
+        keras.ops.convert_to_numpy(with_relu(x, training=True)),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    assert (raw < 0).any()
+    with pytest.raises(ValueError, match="`final_relu` must be True or False"):
+        metakeras.models.conv4(final_relu="no")
+
+
 def bn_learner(seed=0):
     keras.utils.set_random_seed(seed)
     return keras.Sequential(

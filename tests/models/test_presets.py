@@ -54,6 +54,28 @@ def test_maml_preset_widens_a_zero_head_and_keeps_the_body():
     assert preset.for_ways(model, 5) is model
 
 
+@pytest.mark.parametrize("name", ["simpleshot", "baselinepp"])
+def test_pretraining_presets_use_sgd_on_conv4_without_its_final_relu(name):
+    preset = presets.get(f"{name}-omniglot")
+    model = preset.model()
+    assert "relu3" not in [layer.name for layer in model.learner.layers]
+    config = model.optimizer.get_config()
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert config["momentum"] == 0.9 and config["nesterov"]
+    assert config["weight_decay"] == 1e-4
+    schedule = keras.optimizers.schedules.deserialize(config["learning_rate"])
+    np.testing.assert_allclose(float(schedule(1999)), 0.05)
+    np.testing.assert_allclose(float(schedule(2000)), 0.025)
+    with pytest.raises(ValueError, match=r"`optimizer`.*\['adam', 'sgd'\]"):
+        presets.Preset(**{**preset.__dict__, "optimizer": "rmsprop"})
+
+
+def test_baseline_preset_keeps_adam_on_the_standard_conv4():
+    model = presets.get("baseline-omniglot").model()
+    assert "relu3" in [layer.name for layer in model.learner.layers]
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+
+
 def test_protonet_preset_schedule_and_errors():
     preset = presets.get("protonet-omniglot")
     assert preset.episodes["ways"] == 60 and preset.episodes["queries"] == 2
