@@ -197,7 +197,7 @@ def main(argv=None):
         choices=("on", "off"),
         default=None,
         help="conv4's ReLU after its last block (default: the preset's; off "
-        "for the pretrained baselines, on for the others)",
+        "for simpleshot and baselinepp, on for the others)",
     )
     parser.add_argument(
         "--no-zeroing",

@@ -54,9 +54,9 @@ def conv4(
             `"channels_first"`.
         final_relu: end the last block with its ReLU. `False` leaves the
             embedding its negative values (the pooled BatchNormalization
-            outputs), which the classifiers pretrained on all base classes
-            (SimpleShot, Baseline, Baseline++) learn faster with and compare
-            better by distance (`benchmarks/README.md`). Defaults to `True`.
+            outputs), which SimpleShot's and Baseline++'s pretraining learn
+            better embeddings with (`benchmarks/README.md`). Defaults to
+            `True`.
         name: model name. Defaults to `"conv4"`.
 
     Returns:
