@@ -363,8 +363,10 @@ def _score_batches(scorers, tasks, episodes, verbose, up_to=False):
         info.append(batch.info)
         offset += len(batch)
         if bar is not None:
-            bar.update(offset, values=values)
-    if bar is not None and (episodes is None or offset < episodes):
+            # Not finalised here: Keras's Progbar replaces the running means
+            # by the values of the update that finalises it.
+            bar.update(offset, values=values, finalize=False)
+    if bar is not None:
         bar.update(offset, values=[], finalize=True)
     # Recorded only when every batch has it.
     return {

@@ -279,5 +279,12 @@ def test_progress_is_keras_style_and_follows_verbose(capsys, monkeypatch):
     evaluate_episodes(model, episodes, episodes=12)
     out = capsys.readouterr().out
     assert "\r" in out and "12/12" in out
+    # The final figure is the mean over all episodes, not the last batch's:
+    # right answers in the first two batches, wrong ones in the last.
+    labels = np.concatenate([episodes[i]["query_y"] for i in range(3)])
+    answers = np.where(np.arange(12)[:, None] < 8, labels, (labels + 1) % 3)
+    model = PreparedModel({None: np.eye(3)[answers]})
+    evaluate_episodes(model, episodes, episodes=12, verbose=2)
+    assert "accuracy: 0.6667" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"`verbose` must be one of \['auto', 0, 1"):
         evaluate_episodes(model, episodes, episodes=12, verbose=3)
