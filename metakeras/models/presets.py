@@ -61,7 +61,9 @@ import keras
 
 from metakeras._checks import check_choice
 from metakeras.models import registry
+from metakeras.models.baseline import BaselinePlusPlus
 from metakeras.models.conv4 import conv4
+from metakeras.models.simpleshot import SimpleShot
 from metakeras.tasks.task_sampler import TaskSampler
 
 __all__ = ["Preset", "available", "get"]
@@ -87,10 +89,16 @@ _OPTIMIZERS = ("adam", "sgd")
 # SimpleShot's optimizer on conv4 without its last ReLU trained better
 # SimpleShot and Baseline++ embeddings in 15 minutes; Baseline's per-task
 # linear head did worse on them, so it keeps Adam 1e-3 (benchmarks/README.md).
-_PRETRAINING_RECIPES = {
-    name: dict(learning_rate=0.05, learner=dict(final_relu=False), optimizer="sgd")
-    for name in ("simpleshot", "baselinepp")
-}
+_SGD_PRETRAINING = (SimpleShot, BaselinePlusPlus)
+
+
+def _pretraining_recipe(algorithm):
+    """Preset fields of a pretrained baseline's recipe beyond Adam 1e-3."""
+    if registry.get(algorithm).cls not in _SGD_PRETRAINING:
+        return {}
+    return dict(learning_rate=0.05, learner=dict(final_relu=False), optimizer="sgd")
+
+
 _PRETRAINING_BATCHES = dict(
     ways=64, shots=1, queries=1, meta_batch_size=1, rotations=ROTATIONS
 )
@@ -335,7 +343,7 @@ _PRESETS = {
                 algorithm=algorithm,
                 episodes=_PRETRAINING_BATCHES,
                 halve_every=2000,
-                **_PRETRAINING_RECIPES.get(algorithm, {}),
+                **_pretraining_recipe(algorithm),
             )
             for algorithm in _PRETRAINED
         ),
