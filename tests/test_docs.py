@@ -1,6 +1,7 @@
 """Every code block in README and docs runs as written, on a fresh install.
 
-Each Python block runs in its own interpreter, from an empty folder, with a
+Each Python block runs in a fresh process (`_fresh_process`: Keras and
+metakeras not yet imported), from an empty folder, with a
 `keras.json` that names the tensorflow backend (as on machines where Keras
 was set up for TensorFlow): a block works only if it imports metakeras
 before keras, as the docs say. Blocks use the documented data sources:
@@ -19,10 +20,9 @@ import pathlib
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 import zipfile
 
+import _fresh_process
 import pytest
 from PIL import Image, ImageDraw
 
@@ -131,15 +131,36 @@ def fresh_user(tmp_path_factory):
 def test_python_block_runs_as_written(code, fresh_user, tmp_path):
     for pattern, replacement in _SHRINK:
         code = pattern.sub(replacement, code)
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
+    exit_code, output = _fresh_process.run(
+        code=code,
         env=fresh_user,
-        capture_output=True,
-        text=True,
+        cwd=tmp_path,
+        log=tmp_path.parent / f"{tmp_path.name}.log",
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert exit_code == 0, output
+
+
+def test_blocks_start_before_keras_is_imported(fresh_user, tmp_path):
+    # The fresh processes must not have Keras loaded: importing it before
+    # metakeras reads the TensorFlow `keras.json` and fails, as for a user.
+    outcomes = []
+    for code in (
+        "import keras, metakeras\nprint(keras.backend.backend())",
+        "import metakeras, keras\nprint(keras.backend.backend())",
+    ):
+        outcomes.append(
+            _fresh_process.run(
+                code=code,
+                env=fresh_user,
+                cwd=tmp_path,
+                log=tmp_path / f"{len(outcomes)}.log",
+                timeout=300,
+            )
+        )
+    (keras_first, keras_first_output), (metakeras_first, output) = outcomes
+    assert keras_first != 0 and "tensorflow" in keras_first_output
+    assert metakeras_first == 0 and output.strip() == "torch"
 
 
 def _metakeras_commands():

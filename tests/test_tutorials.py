@@ -1,8 +1,8 @@
 """Runs every numbered tutorial as a script, in its fast mode.
 
-Each `tutorials/NN_*.py` runs in a subprocess with
-`METAKERAS_TUTORIAL_FAST=1` (tiny budgets) and `METAKERAS_TUTORIAL_OUTPUT`
-set to a fresh folder. It must exit with 0 and write every file it promises:
+Each `tutorials/NN_*.py` runs as a script in a fresh process
+(`_fresh_process`) with `METAKERAS_TUTORIAL_FAST=1` (tiny budgets) and
+`METAKERAS_TUTORIAL_OUTPUT` set to a fresh folder. It must exit with 0 and write every file it promises:
 the backticked file names of its "Outputs (under `OUTPUT`): ..." paragraph
 and the images its prose shows (`![...](tutorial_output/NAME)`). A tutorial
 must promise at least one file, so a new tutorial cannot pass by writing
@@ -11,11 +11,10 @@ nothing.
 
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import _fresh_process
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,17 +83,16 @@ def test_tutorial_runs_in_fast_mode(path, tmp_path):
         MPLBACKEND="Agg",
     )
     start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, str(path)],
-        cwd=ROOT,
+    exit_code, output = _fresh_process.run(
+        path=path,
         env=env,
-        capture_output=True,
-        text=True,
+        cwd=ROOT,
+        log=tmp_path.parent / f"{path.stem}.log",
         timeout=TIME_LIMIT_S,
     )
     seconds = time.perf_counter() - start
-    assert result.returncode == 0, (
-        f"{path.name} failed after {seconds:.0f} s:\n{result.stderr[-4000:]}"
+    assert exit_code == 0, (
+        f"{path.name} failed after {seconds:.0f} s (exit code {exit_code}):\n{output}"
     )
     missing = [name for name in promised if not (tmp_path / name).is_file()]
     assert not missing, f"{path.name} did not write {missing}"
