@@ -15,8 +15,11 @@ import runpy
 import sys
 
 _PRELOAD = ["numpy", "scipy", "pandas", "sklearn", "torch", "torch._dynamo"]
-_CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(_PRELOAD)
+try:
+    _CONTEXT = multiprocessing.get_context("forkserver")
+    _CONTEXT.set_forkserver_preload(_PRELOAD)
+except ValueError:  # no forkserver (Windows): a new interpreter every time
+    _CONTEXT = multiprocessing.get_context("spawn")
 
 
 def _main(code, path, env, cwd, log):

@@ -1,34 +1,37 @@
 import os
-import subprocess
-import sys
+import tempfile
+
+import _fresh_process
 
 
 def _run(code, **env_changes):
+    """`(exit code, output)` of `code` in a fresh process (Keras not imported)."""
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     env.update(env_changes)
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        return _fresh_process.run(
+            code=code,
+            env=env,
+            cwd=folder,
+            log=os.path.join(folder, "output.log"),
+            timeout=120,
+        )
 
 
 def test_import_selects_torch_backend_when_unset():
-    result = _run(
+    exit_code, output = _run(
         "import metakeras, keras, os; "
         "print(keras.backend.backend(), os.environ['KERAS_BACKEND'])"
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["torch", "torch"]
+    assert exit_code == 0, output
+    assert output.split() == ["torch", "torch"]
 
 
 def test_other_backend_in_environment_is_refused():
-    result = _run("import metakeras", KERAS_BACKEND="jax")
-    assert result.returncode != 0
-    assert "KERAS_BACKEND='jax'" in result.stderr
-    assert "Set KERAS_BACKEND=torch" in result.stderr
+    exit_code, output = _run("import metakeras", KERAS_BACKEND="jax")
+    assert exit_code != 0
+    assert "KERAS_BACKEND='jax'" in output
+    assert "Set KERAS_BACKEND=torch" in output
 
 
 def test_keras_already_imported_with_other_backend_is_refused():
@@ -41,7 +44,7 @@ def test_keras_already_imported_with_other_backend_is_refused():
         "sys.modules['keras'] = fake\n"
         "import metakeras\n"
     )
-    result = _run(code)
-    assert result.returncode != 0
-    assert "already imported with the 'tensorflow' backend" in result.stderr
-    assert "Import metakeras before keras" in result.stderr
+    exit_code, output = _run(code)
+    assert exit_code != 0
+    assert "already imported with the 'tensorflow' backend" in output
+    assert "Import metakeras before keras" in output
