@@ -51,8 +51,8 @@ def run(*, code=None, path=None, env, cwd, log, timeout):
         timeout: seconds before the process is killed.
 
     Returns:
-        `(exit_code, output)`: `None` for a process killed at the timeout;
-        the last 4,000 characters of its output.
+        `(exit_code, output)`: the process's exit code (`None` if it was
+        killed at the timeout) and the last 4,000 characters of its output.
     """
     process = _CONTEXT.Process(
         target=_main, args=(code, None if path is None else str(path), env, cwd, log)
