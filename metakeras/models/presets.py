@@ -178,7 +178,7 @@ class Preset:
         algorithm = registry.get(self.algorithm)
         outputs = (ways or self.episodes["ways"]) if algorithm.head else None
         model = algorithm.create(
-            conv4(input_shape=input_shape, outputs=outputs, **self.learner),
+            self._learner(input_shape, outputs),
             "classification",
             transductive_eval=True,
             **self.inner,
@@ -200,6 +200,10 @@ class Preset:
             optimizer = keras.optimizers.Adam(rate)
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
         return model
+
+    def _learner(self, input_shape, outputs):
+        """The preset's conv4 learner for `input_shape` and `outputs` classes."""
+        return conv4(input_shape=input_shape, outputs=outputs, **self.learner)
 
     def train_tasks(self, x, y, steps=None, seed=0):
         """The preset's training episodes from `x`, `y`.
@@ -254,9 +258,7 @@ class Preset:
                 f"A head trained for {heads} classes cannot score {ways}; only "
                 "presets with the zeroing trick can widen their head."
             )
-        learner = conv4(
-            input_shape=model.learner.input_shape[1:], outputs=ways, **self.learner
-        )
+        learner = self._learner(model.learner.input_shape[1:], ways)
         for source, target in zip(model.learner.layers[:-1], learner.layers[:-1]):
             target.set_weights(source.get_weights())
         for variable in learner.layers[-1].weights:
