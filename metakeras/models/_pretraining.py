@@ -37,6 +37,10 @@ from metakeras.tasks.task_sampler import as_model_inputs
 HEADS = ("linear", "cosine")
 # `TaskSampler(rotations=...)`: every rotated copy of a class is a class.
 _ROTATIONS = 4
+# Images per inference-mode forward pass on the CPU: conv4 embedded 20 tasks
+# of 300 Omniglot images 3x faster 256 at a time than all 6,000 at once (one
+# thread; the activations of a large batch overflow the caches).
+_CPU_INFERENCE_BATCH = 256
 
 
 def head_logits(embeddings, weights, bias=None, head="linear", scale=1.0):
@@ -385,8 +389,11 @@ class Pretrained(MetaModel):
         """Embeddings `(T, n, d)` of `x (T, n, ...)`, each task in the mode given."""
         with torch.no_grad(), _discarding_moving_statistics():
             if not transductive:
-                flat, _ = self._forward(weights, state, merge_tasks(x), False)
-                return flat.reshape(*x.shape[:2], -1)
+                flat = merge_tasks(x)
+                size = _CPU_INFERENCE_BATCH if flat.device.type == "cpu" else None
+                parts = flat.split(size or max(len(flat), 1))
+                embedded = [self._forward(weights, state, p, False)[0] for p in parts]
+                return torch.cat(embedded).reshape(*x.shape[:2], -1)
             return torch.stack(
                 [self._forward(weights, state, task, True)[0] for task in x]
             )

@@ -6,7 +6,13 @@ import pytest
 import torch
 from conftest import LOSS, assert_adapts_alike_after_saving, labelled_classes, mlp
 
-from metakeras.models import SimpleShot, SimpleShotClassifier, cl2n, simpleshot_logits
+from metakeras.models import (
+    SimpleShot,
+    SimpleShotClassifier,
+    cl2n,
+    conv4,
+    simpleshot_logits,
+)
 from metakeras.tasks import TaskSampler
 
 
@@ -86,3 +92,19 @@ def test_training_adapting_and_saving(tmp_path):
         model.adapt(sx[0], sy[0], inner_steps=3)
     with pytest.raises(ValueError, match=r"`momentum` must lie in \[0, 1\)"):
         SimpleShot(mlp(inputs=8), momentum=1.0)
+
+
+def test_inference_mode_embeds_many_tasks_in_slices_alike():
+    # 2 tasks of 150 images: more than one slice of the CPU's inference
+    # batch, so slices cross task boundaries.
+    model = SimpleShot(conv4(filters=4, input_shape=(1, 28, 28)), num_classes=3)
+    model.compile(keras.optimizers.SGD(0.1), LOSS)
+    rng = np.random.default_rng(2)
+    x = rng.random((300, 1, 28, 28)).astype("float32")
+    model.fit(x[:12], rng.integers(0, 3, 12), batch_size=6, verbose=0)
+    weights = [v.value.detach() for v in model.learner.trainable_variables]
+    state = [v.value.detach() for v in model.learner.non_trainable_variables]
+    tasks = torch.tensor(x).reshape(2, 150, 1, 28, 28)
+    embedded = model._embed_tasks(weights, state, tasks, transductive=False)
+    expected = model.learner.predict(x, verbose=0).reshape(2, 150, -1)
+    np.testing.assert_allclose(embedded.numpy(), expected, rtol=1e-4, atol=1e-5)
