@@ -80,5 +80,10 @@ class ZeroHead(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._zero()
 
+    def on_train_end(self, logs=None):
+        # An optimizer that averages the weights (`use_ema=True`) writes the
+        # averages, the head's included, after the last batch.
+        self._zero()
+
     def get_config(self):
         return {"layer": self.layer}

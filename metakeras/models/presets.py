@@ -132,6 +132,9 @@ class Preset:
             `final_relu`, ...). Defaults to `{}`.
         optimizer: `"adam"`, or `"sgd"` (momentum 0.9, Nesterov, weight
             decay 1e-4: SimpleShot's). Defaults to `"adam"`.
+        ema_momentum: if set, the optimizer keeps an exponential moving
+            average of the weights with this momentum (Keras's `use_ema`)
+            and training ends with the averaged weights. Defaults to `None`.
 
     Example:
 
@@ -157,6 +160,7 @@ class Preset:
     steps_per_epoch: int = 1000
     learner: dict = dataclasses.field(default_factory=dict)
     optimizer: str = "adam"
+    ema_momentum: float = None
 
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, _OPTIMIZERS)
@@ -192,12 +196,16 @@ class Preset:
             rate = keras.optimizers.schedules.CosineDecay(
                 rate, decay_steps=self.cosine_decay_steps, alpha=0.01
             )
+        averaging = dict(
+            use_ema=self.ema_momentum is not None,
+            ema_momentum=0.99 if self.ema_momentum is None else self.ema_momentum,
+        )
         if self.optimizer == "sgd":
             optimizer = keras.optimizers.SGD(
-                rate, momentum=0.9, nesterov=True, weight_decay=1e-4
+                rate, momentum=0.9, nesterov=True, weight_decay=1e-4, **averaging
             )
         else:
-            optimizer = keras.optimizers.Adam(rate)
+            optimizer = keras.optimizers.Adam(rate, **averaging)
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
         return model
 

@@ -41,6 +41,23 @@ def test_head_is_zero_after_every_step_and_one_step_makes_prototypes():
     np.testing.assert_allclose(bias, 0.0, atol=1e-6)
 
 
+def test_head_is_zero_after_an_optimizer_writes_its_weight_averages():
+    model = metakeras.MAML(dense_learner(hidden=8), inner_learning_rate=0.5)
+    model.compile(optimizer=keras.optimizers.Adam(use_ema=True), loss=LOSS)
+    model.fit(
+        informative_episodes(tasks=8, seed=1),
+        batch_size=4,
+        verbose=0,
+        callbacks=[metakeras.callbacks.ZeroHead()],
+    )
+    assert not any(np.any(w) for w in model.learner.get_layer("head").get_weights())
+    body = model.learner.get_layer("body").trainable_variables[0]
+    average = model.optimizer._model_variables_moving_average[
+        model.optimizer._get_variable_index(body)
+    ]
+    np.testing.assert_array_equal(body.numpy(), average.numpy())
+
+
 def test_named_layer_config_and_errors():
     callback = metakeras.callbacks.ZeroHead(layer="head")
     assert metakeras.callbacks.ZeroHead(**callback.get_config()).layer == "head"

@@ -70,6 +70,34 @@ def test_pretraining_presets_use_sgd_on_conv4_without_its_final_relu(name):
         presets.Preset(**{**preset.__dict__, "optimizer": "rmsprop"})
 
 
+def test_preset_weight_averaging_ends_training_with_the_averages():
+    preset = presets.get("simpleshot-omniglot")
+    episodes = dict(preset.episodes, ways=4)
+    averaged = presets.Preset(
+        **{**preset.__dict__, "episodes": episodes, "ema_momentum": 0.5}
+    )
+    model = averaged.model()
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == 0.5
+    assert not preset.model().optimizer.use_ema
+    x, y = images()
+    sampler = averaged.train_tasks(x, y, steps=3)
+    model.fit(sampler, epochs=1, verbose=0, steps_per_epoch=1)  # builds the weights
+    weights = model.trainable_weights
+    average = [w.numpy() for w in weights]  # Keras's average starts at step 1
+    steps = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append([w.numpy() for w in weights])
+
+    model.fit(sampler, epochs=1, verbose=0, callbacks=[Record()])
+    for step in steps:
+        average = [0.5 * a + 0.5 * w for a, w in zip(average, step)]
+    assert not np.allclose(steps[-1][0], average[0])
+    for weight, expected in zip(weights, average):
+        np.testing.assert_allclose(weight.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_baseline_preset_keeps_adam_on_the_standard_conv4():
     model = presets.get("baseline-omniglot").model()
     assert "relu3" in [layer.name for layer in model.learner.layers]
