@@ -390,8 +390,8 @@ class Pretrained(MetaModel):
         with torch.no_grad(), _discarding_moving_statistics():
             if not transductive:
                 flat = merge_tasks(x)
-                size = _CPU_INFERENCE_BATCH if flat.device.type == "cpu" else None
-                parts = flat.split(size or max(len(flat), 1))
+                on_cpu = flat.device.type == "cpu"
+                parts = flat.split(_CPU_INFERENCE_BATCH if on_cpu else len(flat))
                 embedded = [self._forward(weights, state, p, False)[0] for p in parts]
                 return torch.cat(embedded).reshape(*x.shape[:2], -1)
             return torch.stack(

@@ -196,10 +196,9 @@ class Preset:
             rate = keras.optimizers.schedules.CosineDecay(
                 rate, decay_steps=self.cosine_decay_steps, alpha=0.01
             )
-        averaging = dict(
-            use_ema=self.ema_momentum is not None,
-            ema_momentum=0.99 if self.ema_momentum is None else self.ema_momentum,
-        )
+        averaging = {}
+        if self.ema_momentum is not None:
+            averaging = dict(use_ema=True, ema_momentum=self.ema_momentum)
         if self.optimizer == "sgd":
             optimizer = keras.optimizers.SGD(
                 rate, momentum=0.9, nesterov=True, weight_decay=1e-4, **averaging
