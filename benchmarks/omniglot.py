@@ -18,7 +18,7 @@ Settings (`--algorithm`):
   episode's batch statistics (`transductive_eval=True`).
 - `maml`, `fomaml`, `metasgd`, `anil`: conv4 + head, 5-way 1-shot 15-query, meta-batch
   `--meta-batch`, one inner step at `--inner-lr` (0.4) in training,
-  `--test-steps` (1) at test, Adam 1e-3. By default with the "zeroing
+  `--test-steps` (1) at test, Adam at `--learning-rate` (1e-3). By default with the "zeroing
   trick" (`metakeras.callbacks.ZeroHead`; Kao et al., 2022): the head starts at zero
   and is reset to zero after every outer step, so one inner step turns it
   into a prototype classifier of the support embeddings; `--no-zeroing`
@@ -105,6 +105,8 @@ def preset_for(args):
         preset = dataclasses.replace(preset, learner=learner)
     if args.ema is not None:
         preset = dataclasses.replace(preset, ema_momentum=args.ema)
+    if args.learning_rate is not None:
+        preset = dataclasses.replace(preset, learning_rate=args.learning_rate)
     algorithm = registry.get(args.algorithm)
     if algorithm.pretrains:
         return preset
@@ -140,7 +142,8 @@ def preset_for(args):
     )
 
 
-def main(argv=None):
+def build_parser():
+    """The command line's arguments (`preset_for` reads them)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--algorithm",
@@ -212,6 +215,13 @@ def main(argv=None):
         "used at the end of training (default: the preset's, none)",
     )
     parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="the outer (training) optimizer's learning rate (default: the "
+        "preset's, 1e-3 for Adam, 0.05 for SGD)",
+    )
+    parser.add_argument(
         "--no-zeroing",
         action="store_true",
         help="MAML family: train the head (no zeroing trick)",
@@ -227,7 +237,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=SHARED if os.path.isdir(SHARED) else None)
     _machine.add_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     machine = _machine.check_quiet(args)
 
     keras.utils.set_random_seed(args.seed)
@@ -256,6 +270,8 @@ def main(argv=None):
         setting = f"{setting}, {preset.optimizer}"
     if preset.ema_momentum is not None:
         setting = f"{setting}, EMA {preset.ema_momentum}"
+    if args.learning_rate is not None:
+        setting = f"{setting}, outer rate {args.learning_rate:g}"
     rows = []
     for ways, transductive in [(5, True), (20, True), (5, False), (20, False)]:
         if maml and ways != 5 and not zeroing:

@@ -4,7 +4,8 @@
 PyTorch step (`benchmarks/_reference.py`); the comparison means something
 only if both do the same math. Given identical embeddings (and, for the
 Relation Network, identical relation weights), the references' logits equal
-those of the metakeras models' training step at the models' defaults.
+those of the metakeras models' training step at the models' defaults. And
+the command line of `benchmarks/omniglot.py` reaches the preset it trains.
 """
 
 import os
@@ -22,6 +23,7 @@ sys.path.insert(0, BENCHMARKS)
 
 import _reference  # noqa: E402
 import _throughput_worker  # noqa: E402
+import omniglot  # noqa: E402
 import throughput  # noqa: E402
 
 WAYS, SHOTS, QUERIES, WIDTH = 5, 2, 3, 64
@@ -146,3 +148,19 @@ def test_throughput_worker_builds_metric_learners(name):
     step(batch)
     with pytest.raises(SystemExit, match="learn2learn has no"):
         _throughput_worker._learn2learn_step(config)
+
+
+def test_omniglot_learning_rate_flag_sets_the_outer_rate():
+    parser = omniglot.build_parser()
+    preset = omniglot.preset_for(parser.parse_args(["--algorithm", "maml"]))
+    assert (
+        preset.learning_rate
+        == metakeras.models.presets.get("maml-omniglot").learning_rate
+    )
+    args = parser.parse_args(["--algorithm", "mamlpp", "--learning-rate", "0.003"])
+    faster = omniglot.preset_for(args)
+    assert faster.learning_rate == 0.003
+    model = faster.model()
+    assert float(
+        keras.ops.convert_to_numpy(model.optimizer.learning_rate)
+    ) == pytest.approx(0.003)
