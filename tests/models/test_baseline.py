@@ -163,8 +163,10 @@ def test_training_adapting_and_saving(cls, tmp_path):
     history = model.fit(x[y < 8], y[y < 8] * 10, batch_size=32, epochs=8, verbose=0)
     assert model.num_classes == 8  # the labels are mapped to 0..7
     assert history.history["loss"][-1] < history.history["loss"][0]
+    # 20 tasks: over 2 tasks (24 queries) the accuracy moved by 0.2 with the
+    # initial weights' seed and with the machine's float summation order.
     test = TaskSampler(
-        x, y, ways=4, shots=2, queries=3, meta_batch_size=2, classes=range(8, 12)
+        x, y, ways=4, shots=2, queries=3, meta_batch_size=20, classes=range(8, 12)
     )[0]
     sx, sy, qx = test["support_x"], test["support_y"], test["query_x"]
     logits = model.adapt_and_predict(sx, sy, qx)
@@ -175,7 +177,8 @@ def test_training_adapting_and_saving(cls, tmp_path):
     kernel, bias = fit_head(torch.tensor(embed(sx)), torch.tensor(sy), 4, **head)
     expected = head_logits(torch.tensor(embed(qx)), kernel, bias, **head).numpy()
     np.testing.assert_allclose(logits, expected, rtol=1e-3, atol=1e-4)
-    assert (logits.argmax(-1) == test["query_y"]).mean() > 0.8
+    # Chance is 0.25; seeds 0-9 gave 0.80-1.00 for both heads.
+    assert (logits.argmax(-1) == test["query_y"]).mean() > 0.6
     classifier = model.adapt(sx[1], sy[1])
     assert isinstance(classifier, HeadClassifier)
     restored = assert_adapts_alike_after_saving(model, classifier, test, 1, tmp_path)
