@@ -292,7 +292,8 @@ def test_subclassed_and_functional_learners(make):
         metrics=["accuracy"],
     )
     train = classification_episodes(tasks=40, seed=1)
-    history = model.fit(train, batch_size=8, epochs=3, verbose=0)
+    # Six epochs: after three the loss of one seed (4) was still above its first.
+    history = model.fit(train, batch_size=8, epochs=6, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     test = classification_episodes(tasks=1, seed=2)
     adapted = model.adapt(test["support_x"][0], test["support_y"][0])
