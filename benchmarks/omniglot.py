@@ -45,7 +45,9 @@ Settings (`--algorithm`):
   Baseline++, Adam 1e-3 for Baseline); each test episode then fits a new
   linear (Baseline) or cosine (Baseline++) head on the support embeddings,
   or classifies by the nearest centroid of CL2N features (SimpleShot,
-  centred on the training batches' mean embedding). `--ema MOMENTUM`
+  centred on the training batches' mean embedding; its preset adds a
+  center loss of weight 0.003 to the pretraining, `--center-loss` to
+  change it). `--ema MOMENTUM`
   averages the weights during training and ends with the averages (any
   algorithm; Keras's `use_ema`).
 
@@ -108,6 +110,14 @@ def preset_for(args):
     if args.learning_rate is not None:
         preset = dataclasses.replace(preset, learning_rate=args.learning_rate)
     algorithm = registry.get(args.algorithm)
+    if args.center_loss is not None:
+        if not algorithm.pretrains:
+            raise SystemExit(
+                f"--center-loss is a setting of the pretrained baselines "
+                f"(baseline, baselinepp, simpleshot); got --algorithm {args.algorithm}"
+            )
+        inner = dict(preset.inner, center_loss=args.center_loss)
+        preset = dataclasses.replace(preset, inner=inner)
     if algorithm.pretrains:
         return preset
     if not algorithm.inner_loop:
@@ -222,6 +232,14 @@ def build_parser():
         "preset's, 1e-3 for Adam, 0.05 for SGD)",
     )
     parser.add_argument(
+        "--center-loss",
+        type=float,
+        default=None,
+        help="baseline, baselinepp, simpleshot: weight of the center loss in "
+        "pretraining (default: the preset's, 0.003 for simpleshot, none for "
+        "the others; 0 for none)",
+    )
+    parser.add_argument(
         "--no-zeroing",
         action="store_true",
         help="MAML family: train the head (no zeroing trick)",
@@ -268,6 +286,8 @@ def main(argv=None):
         setting = f"{setting}, no final ReLU"
     if preset.optimizer != "adam":
         setting = f"{setting}, {preset.optimizer}"
+    if preset.inner.get("center_loss"):
+        setting = f"{setting}, center loss {preset.inner['center_loss']:g}"
     if preset.ema_momentum is not None:
         setting = f"{setting}, EMA {preset.ema_momentum}"
     if args.learning_rate is not None:

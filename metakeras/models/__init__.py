@@ -6,7 +6,12 @@ reproduce the README's results in `metakeras.models.presets`.
 """
 
 from metakeras.models import presets, registry
-from metakeras.models._pretraining import cosine_scale, head_logits
+from metakeras.models._pretraining import (
+    center_distances,
+    cosine_scale,
+    head_logits,
+    moved_centers,
+)
 from metakeras.models.anil import ANIL
 from metakeras.models.baseline import (
     Baseline,
@@ -66,6 +71,7 @@ __all__ = [
     "SimpleShot",
     "SimpleShotClassifier",
     "available",
+    "center_distances",
     "cl2n",
     "conv4",
     "cosine_scale",
@@ -73,6 +79,7 @@ __all__ = [
     "get",
     "head_logits",
     "matching_logits",
+    "moved_centers",
     "multi_step_loss_weights",
     "presets",
     "prototype_logits",

@@ -76,6 +76,66 @@ def head_logits(embeddings, weights, bias=None, head="linear", scale=1.0):
     return logits if bias is None else logits + bias[..., None, :]
 
 
+def center_distances(embeddings, centers, labels):
+    """Half the squared distance of each embedding to its class's centre.
+
+    The per-example terms of Wen et al.'s center loss ("A Discriminative
+    Feature Learning Approach for Deep Face Recognition", ECCV 2016):
+    `0.5 * ||x_i - c_{y_i}||^2`. The centres are held constant (they move by
+    `moved_centers`, not by gradients).
+
+    Args:
+        embeddings: `(n, d)` embeddings.
+        centers: `(classes, d)` one centre per class.
+        labels: `(n,)` integer classes of the embeddings.
+
+    Returns:
+        A `(n,)` tensor.
+
+    Example:
+
+    >>> import torch
+    >>> center_distances(torch.tensor([[3.0, 4.0]]), torch.zeros(2, 2),
+    ...                  torch.tensor([1])).tolist()
+    [12.5]
+    """
+    own = centers.detach()[labels.long()]
+    return 0.5 * (embeddings - own).square().sum(-1)
+
+
+def moved_centers(centers, embeddings, labels, rate):
+    """Wen et al.'s centre update after one batch.
+
+    Each class `j` of the batch moves its centre by
+    `rate * sum_i (x_i - c_j) / (1 + n_j)` over its `n_j` examples `x_i`
+    (the centre counts as one more example, so a class seen once moves half
+    way at `rate=1`); classes absent from the batch keep theirs.
+
+    Args:
+        centers: `(classes, d)` centres.
+        embeddings: `(n, d)` embeddings of the batch.
+        labels: `(n,)` integer classes.
+        rate: the step, Wen et al.'s alpha in (0, 1].
+
+    Returns:
+        The new `(classes, d)` centres.
+
+    Example:
+
+    >>> import torch
+    >>> moved_centers(torch.zeros(2, 1), torch.tensor([[4.0], [2.0]]),
+    ...               torch.tensor([0, 0]), rate=0.5).tolist()
+    [[1.0], [0.0]]
+    """
+    labels = labels.long()
+    embeddings = embeddings.detach()
+    pulls = torch.zeros_like(centers).index_add(0, labels, embeddings - centers[labels])
+    counts = torch.zeros_like(centers[:, 0]).index_add(
+        0, labels, torch.ones_like(labels, dtype=centers.dtype)
+    )
+    return centers + rate * pulls / (1 + counts)[:, None]
+
+
 def cosine_scale(classes):
     """The default scale of a cosine head of `classes` classes.
 
@@ -128,6 +188,18 @@ class Pretrained(MetaModel):
         learn_scale: train the cosine head's scale. Defaults to `False`.
         transductive_eval: embed each support and query set with its own
             batch statistics at evaluation. Defaults to `False`.
+        center_loss: weight of Wen et al.'s center loss ("A Discriminative
+            Feature Learning Approach for Deep Face Recognition", ECCV 2016)
+            added to the pretraining loss: the batch mean of
+            `center_distances`, half the squared distance of each embedding
+            (of its unit-length direction under the cosine head) to a centre
+            of its class, which draws each class's embeddings together, as
+            a nearest centroid needs new classes to be. The centres are
+            non-trainable weights saved with the model. `0` for none.
+            Defaults to `0.0`.
+        center_rate: how far each centre moves towards its class's
+            embeddings per batch (`moved_centers`; Wen et al.'s alpha), in
+            (0, 1]. Defaults to `0.5`.
         **kwargs: `vectorize_tasks` and `keras.Model` arguments.
     """
 
@@ -139,9 +211,22 @@ class Pretrained(MetaModel):
         scale=None,
         learn_scale=False,
         transductive_eval=False,
+        center_loss=0.0,
+        center_rate=0.5,
         **kwargs,
     ):
         super().__init__(learner, **kwargs)
+        check_number("center_loss", center_loss, positive=False, types=(int, float))
+        if center_loss < 0:
+            raise ValueError(
+                f"`center_loss` must be a weight >= 0 (0 for no center loss). "
+                f"Received: {center_loss!r}"
+            )
+        check_number("center_rate", center_rate, types=(int, float))
+        if center_rate > 1:
+            raise ValueError(
+                f"`center_rate` must lie in (0, 1]. Received: {center_rate!r}"
+            )
         if num_classes is not None:
             check_int("num_classes", num_classes, minimum=2)
         check_choice("head", head, HEADS, echo_name=False)
@@ -153,7 +238,10 @@ class Pretrained(MetaModel):
         self.scale = scale
         self.learn_scale = learn_scale
         self.transductive_eval = transductive_eval
+        self.center_loss = float(center_loss)
+        self.center_rate = float(center_rate)
         self.head_weights = None
+        self.centers = None
         self._pretraining = False
         if self._learner_output_shape is not None:
             self._build_own_weights()
@@ -187,6 +275,16 @@ class Pretrained(MetaModel):
                 trainable=self.learn_scale,
                 name="head_scale",
             )
+        if self.center_loss:
+            self.centers = self.add_weight(
+                shape=shape, initializer="zeros", trainable=False, name="centers"
+            )
+
+    def _state_variables(self):
+        # The centres travel with the learner's state through a training
+        # step, as BatchNormalization's moving statistics do.
+        state = super()._state_variables()
+        return state if self.centers is None else [*state, self.centers]
 
     @classmethod
     def _fixed_head(cls, head, kwargs):
@@ -343,13 +441,30 @@ class Pretrained(MetaModel):
         self, weights, state, support_x, support_y, query_x, training, context
     ):
         # Only the pretraining step gets here (`train_step`): the query set is
-        # the batch of base-class examples.
+        # the batch of base-class examples, and support_y holds its labels.
         learner_state = len(self.learner.non_trainable_variables)
         embeddings, new_state = self._forward(
             weights, state[:learner_state], query_x, training=True
         )
-        extra = self._updated_state(embeddings, state[learner_state:])
-        return self._pretraining_logits(embeddings), [*new_state, *extra]
+        own = state[learner_state:]
+        logits = self._pretraining_logits(embeddings)
+        if self.centers is None:
+            return logits, [*new_state, *self._updated_state(embeddings, own)]
+        centers, own = own[0], own[1:]
+        points = embeddings
+        if self.head == "cosine":  # it compares directions: so do its centres
+            points = torch.nn.functional.normalize(embeddings, dim=-1)
+        distances = center_distances(points, centers, support_y)
+        centers = moved_centers(centers, points, support_y, self.center_rate)
+        extra = self._updated_state(embeddings, own)
+        return (logits, distances), [*new_state, centers, *extra]
+
+    def _training_loss(self, y, outputs, plain):
+        if not isinstance(outputs, tuple):
+            return super()._training_loss(y, outputs, plain)
+        logits, distances = outputs
+        loss, logits = super()._training_loss(y, logits, plain)
+        return loss + self.center_loss * distances.mean(), logits
 
     def _updated_state(self, embeddings, state):
         """New values of the model's own state variables after a training batch."""
@@ -461,6 +576,8 @@ class Pretrained(MetaModel):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes)
+        if self.center_loss:
+            config.update(center_loss=self.center_loss, center_rate=self.center_rate)
         if self.transductive_eval:
             config["transductive_eval"] = True
         return config

@@ -202,8 +202,11 @@ class Baseline(Pretrained):
             (slower: every step runs the learner). Defaults to `False`.
         **kwargs: `transductive_eval` (embed each support and query set with
             its own batch statistics at evaluation; default `False`),
-            `vectorize_tasks` (used by the pretraining step only) and
-            `keras.Model` arguments.
+            `center_loss` (the weight of Wen et al.'s center loss added to
+            the pretraining loss, drawing each base class's embeddings to a
+            centre; default `0.0`, none) and `center_rate` (how far the
+            centres move per batch; default `0.5`), `vectorize_tasks` (used
+            by the pretraining step only) and `keras.Model` arguments.
 
     Example:
 
@@ -368,7 +371,9 @@ class BaselinePlusPlus(Baseline):
             (each task's head keeps `scale`). Defaults to `False`.
         **kwargs: `num_classes`, `adapt_steps`, `adapt_learning_rate`,
             `adapt_batch_size`, `finetune`, `transductive_eval`,
-            `vectorize_tasks` and `keras.Model` arguments, as in `Baseline`.
+            `center_loss`, `center_rate` (here on the unit-length
+            embeddings the cosine head compares), `vectorize_tasks` and
+            `keras.Model` arguments, as in `Baseline`.
 
     Example:
 

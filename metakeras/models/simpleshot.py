@@ -95,8 +95,9 @@ class SimpleShot(Pretrained):
             `None`.
         momentum: the moving average's weight of the previous `base_mean`.
             Defaults to `0.99`.
-        **kwargs: `transductive_eval` (as in `Baseline`), `vectorize_tasks`
-            and `keras.Model` arguments.
+        **kwargs: `transductive_eval` (as in `Baseline`), `center_loss` and
+            `center_rate` (a center loss in pretraining, as in `Baseline`),
+            `vectorize_tasks` and `keras.Model` arguments.
 
     Example:
 
@@ -118,7 +119,9 @@ class SimpleShot(Pretrained):
         self.momentum = float(momentum)
 
     def _build_own_weights(self):
-        super()._build_own_weights()
+        # The base mean first: it needs only the embedding's width, so it
+        # exists before the head when `fit` finds the number of classes, and
+        # a loaded model must create its weights in that order too.
         if getattr(self, "base_mean", None) is None:
             self.base_mean = self.add_weight(
                 shape=(self._width,),
@@ -129,6 +132,7 @@ class SimpleShot(Pretrained):
             self.base_mean_batches = self.add_weight(
                 shape=(), initializer="zeros", trainable=False, name="base_mean_batches"
             )
+        super()._build_own_weights()
 
     def _state_variables(self):
         # The base mean travels with the learner's state through a training
