@@ -46,7 +46,7 @@ Settings (`--algorithm`):
   linear (Baseline) or cosine (Baseline++) head on the support embeddings,
   or classifies by the nearest centroid of CL2N features (SimpleShot,
   centred on the training batches' mean embedding). The SimpleShot and
-  Baseline++ presets add a center loss to the pretraining (0.003 and 1.0;
+  Baseline++ presets add a center loss to the pretraining (0.003 and 10;
   `--center-loss` to change it). `--ema MOMENTUM`
   averages the weights during training and ends with the averages (any
   algorithm; Keras's `use_ema`).
@@ -236,7 +236,7 @@ def build_parser():
         type=float,
         default=None,
         help="baseline, baselinepp, simpleshot: weight of the center loss in "
-        "pretraining (default: the preset's, 0.003 for simpleshot, 1.0 for "
+        "pretraining (default: the preset's, 0.003 for simpleshot, 10 for "
         "baselinepp, none for baseline; 0 for none)",
     )
     parser.add_argument(

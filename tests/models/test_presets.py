@@ -69,7 +69,7 @@ def test_pretraining_presets_use_sgd_on_conv4_without_its_final_relu(name):
     with pytest.raises(ValueError, match=r"`optimizer`.*\['adam', 'sgd'\]"):
         presets.Preset(**{**preset.__dict__, "optimizer": "rmsprop"})
     # Both recipes add a center loss (Baseline++'s on unit-length embeddings).
-    assert model.center_loss == {"simpleshot": 0.003, "baselinepp": 1.0}[name]
+    assert model.center_loss == {"simpleshot": 0.003, "baselinepp": 10.0}[name]
 
 
 def test_preset_weight_averaging_ends_training_with_the_averages():
