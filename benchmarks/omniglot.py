@@ -40,9 +40,10 @@ Settings (`--algorithm`):
   steps as they train with (`--test-steps` to change it).
 - `baseline`, `baselinepp`, `simpleshot`: conv4 pretrained as a classifier
   of all 3,856 rotated background classes (the `*-omniglot` presets:
-  batches of 64 classes x 2 examples, the rate halved every 2,000 batches:
-  SGD at 0.05 on conv4 without its final ReLU for SimpleShot and
-  Baseline++, Adam 1e-3 for Baseline); each test episode then fits a new
+  batches of 64 classes x 2 examples: SGD at 0.05 on conv4 without its
+  final ReLU for SimpleShot (the rate halved every 2,000 batches) and
+  Baseline++ (a constant rate), Adam 1e-3 halved every 2,000 batches for
+  Baseline); each test episode then fits a new
   linear (Baseline) or cosine (Baseline++) head on the support embeddings,
   or classifies by the nearest centroid of CL2N features (SimpleShot,
   centred on the training batches' mean embedding). The SimpleShot and
@@ -288,6 +289,8 @@ def main(argv=None):
         setting = f"{setting}, {preset.optimizer}"
     if preset.inner.get("center_loss"):
         setting = f"{setting}, center loss {preset.inner['center_loss']:g}"
+    if preset.optimizer == "sgd" and preset.halve_every is None:
+        setting = f"{setting}, constant rate"
     if preset.ema_momentum is not None:
         setting = f"{setting}, EMA {preset.ema_momentum}"
     if args.learning_rate is not None:
