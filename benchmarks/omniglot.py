@@ -289,7 +289,7 @@ def main(argv=None):
         setting = f"{setting}, {preset.optimizer}"
     if preset.inner.get("center_loss"):
         setting = f"{setting}, center loss {preset.inner['center_loss']:g}"
-    if preset.optimizer == "sgd" and preset.halve_every is None:
+    if registry.get(args.algorithm).pretrains and preset.halve_every is None:
         setting = f"{setting}, constant rate"
     if preset.ema_momentum is not None:
         setting = f"{setting}, EMA {preset.ema_momentum}"

@@ -110,13 +110,12 @@ _CONSTANT_RATE = (BaselinePlusPlus,)
 def _pretraining_recipe(algorithm):
     """Preset fields of a pretrained baseline's recipe beyond Adam 1e-3."""
     cls = registry.get(algorithm).cls
+    recipe = dict(halve_every=None if cls in _CONSTANT_RATE else 2000)
     if cls not in _SGD_PRETRAINING:
-        return {}
-    recipe = dict(learning_rate=0.05, learner=dict(final_relu=False), optimizer="sgd")
+        return recipe
+    recipe.update(learning_rate=0.05, learner=dict(final_relu=False), optimizer="sgd")
     if cls in _CENTER_LOSS:
         recipe["inner"] = dict(center_loss=_CENTER_LOSS[cls])
-    if cls in _CONSTANT_RATE:
-        recipe["halve_every"] = None
     return recipe
 
 
@@ -373,7 +372,7 @@ _PRESETS = {
                 name=f"{algorithm}-omniglot",
                 algorithm=algorithm,
                 episodes=_PRETRAINING_BATCHES,
-                **{"halve_every": 2000, **_pretraining_recipe(algorithm)},
+                **_pretraining_recipe(algorithm),
             )
             for algorithm in _PRETRAINED
         ),
